@@ -1,0 +1,64 @@
+// swift-tools-version: 6.1
+//
+// portsweep: every port of a range, listened on and probed at once, on libuv loops.
+// Layers (each depends only on those below it):
+//   portsweep (executable) → PortsweepCLI → PortsweepReport / PortsweepSweep → PortsweepEngine → UVLoop → CLibUV
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "portsweep",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "portsweep", targets: ["portsweep"]),
+        .library(name: "UVLoop", targets: ["UVLoop"]),
+        .library(name: "PortsweepSweep", targets: ["PortsweepSweep"]),
+        .library(name: "PortsweepReport", targets: ["PortsweepReport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+    ],
+    targets: [
+        // C shims: module maps and nothing else.
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+
+        // The loop: libuv as a Swift executor, handles with uv_close discipline, addresses, errors.
+        .target(name: "UVLoop", dependencies: ["CLibUV"], swiftSettings: strict),
+
+        // The engine: domain values, per-port state machines, the scheduler.
+        .target(
+            name: "PortsweepEngine",
+            dependencies: ["UVLoop", "CLibUV", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strict),
+
+        // The sweep mode: a configuration in, an AsyncSequence of results out.
+        .target(name: "PortsweepSweep", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
+
+        // Rendering of results: grouped text, JSON Lines, CSV, summaries.
+        .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),
+
+        // The command line: parse, validate, call a mode, render. No socket code.
+        .target(
+            name: "PortsweepCLI",
+            dependencies: [
+                "PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(name: "portsweep", dependencies: ["PortsweepCLI"], swiftSettings: strict),
+
+        .testTarget(
+            name: "PortsweepTests",
+            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI"],
+            swiftSettings: strict),
+        // End-to-end: the built binary in network namespaces of its own (root only).
+        .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,55 @@
+public import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `portsweep`: the root command.
+public struct PortsweepCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "portsweep",
+        abstract: "Know, in seconds and for every port, what gets through a firewall.",
+        discussion: """
+            Exit status of a sweep: 0 every port passed, 1 some did not, 2 a local error stopped it, \
+            64 bad usage. With --test-single-port the status is the port's outcome bits \
+            (PASS 0, FAIL 1, SEND 2, SUDO 4, USED 8, RECV 16, ERRO 64).
+            """,
+        version: "0.1.0",
+        subcommands: [SweepCommand.self],
+        defaultSubcommand: nil)
+
+    public init() {}
+
+    /// Parses the arguments, runs the command, and exits with its status. Bad usage prints one line naming the
+    /// bad value on stderr and exits 64; `--help` prints the help on stdout and exits 0.
+    public static func runMain(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Glibc.exit(0)
+        } catch let code as ExitCode {
+            Glibc.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                Terminal.out(fullMessage(for: error) + "\n")
+                Glibc.exit(0)
+            }
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            Terminal.error("portsweep: \(message)\n")
+            Glibc.exit(code == .validationFailure ? ExitStatus.usage : code.rawValue)
+        }
+    }
+}
+
+/// The documented exit statuses.
+public enum ExitStatus {
+    public static let allPassed: Int32 = 0
+    public static let someFailed: Int32 = 1
+    public static let localError: Int32 = 2
+    public static let usage: Int32 = 64
+}

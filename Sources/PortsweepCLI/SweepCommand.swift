@@ -1,0 +1,230 @@
+import ArgumentParser
+import Logging
+import PortsweepEngine
+import PortsweepReport
+import PortsweepSweep
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `portsweep sweep`: the Incoming Port Tester, for a whole range at once.
+struct SweepCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "Listen on each port of a range, connect to it through --target, exchange a line each way.",
+        discussion: """
+            Results, grouped over consecutive ports: [PASS] 8080-8085, [FAIL] 25. Outcome bits: PASS 0, \
+            FAIL 1 (no connection in time), SEND 2 (the client's line did not reach the server), SUDO 4 (a port \
+            below 1024 needs privilege), USED 8 (another process holds the port), RECV 16 (the server's reply \
+            did not reach the client), ERRO 64 (anything else).
+            Exit status: 0 every port passed, 1 some did not, 2 a local error stopped the sweep, 64 bad usage; \
+            with --test-single-port, the outcome bits.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535.", valueName: "RANGE"))
+    var ports: String = "1-16384"
+
+    @Option(name: .long, help: ArgumentHelp("Address the client connects to: this machine as the outside sees it (IPv4 or IPv6).", valueName: "IP"))
+    var target: String = "127.0.0.1"
+
+    @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"))
+    var bind: String?
+
+    @Option(name: .long, help: ArgumentHelp("Deadline of each step of a port's test, in seconds (fractions allowed).", valueName: "SECONDS"))
+    var timeout: Double = 3
+
+    @Flag(name: .long, help: "Test TCP only.")
+    var tcpOnly = false
+
+    @Flag(name: .long, help: "Test UDP only.")
+    var udpOnly = false
+
+    @Flag(name: .long, help: "One line per port instead of groups of consecutive ports.")
+    var noGroup = false
+
+    @Flag(name: .long, help: "Print the protocol on every line, even when only one was tested.")
+    var alwaysPrintProtocol = false
+
+    @Flag(name: .long, help: "Print the numeric outcome instead of the word.")
+    var errorCodes = false
+
+    @Option(name: .long, help: ArgumentHelp("Accepted for compatibility with the Incoming Port Tester; not used.", valueName: "PATH"))
+    var netcatPath: String?
+
+    @Option(name: .long, help: ArgumentHelp("Test one port, print nothing; the exit status is its outcome bits.", valueName: "PORT"))
+    var testSinglePort: String?
+
+    @Option(name: .long, help: ArgumentHelp("Ports in flight over all loops (default 256 per loop, bounded by the descriptor limit).", valueName: "N"))
+    var concurrency: Int?
+
+    @Option(name: .long, help: "Output format: text, json (JSON Lines), csv.")
+    var format: OutputFormatArgument = .text
+
+    @Flag(name: [.short, .long], help: "No warnings, progress or summary: only the results.")
+    var quiet = false
+
+    @Flag(name: [.short, .long], help: "Also print the plan (window, loops, descriptor limit) and the errno behind each verdict.")
+    var verbose = false
+
+    /// The ports to test, from --ports or --test-single-port.
+    func portSet() throws -> PortSet {
+        if let single = testSinglePort {
+            guard let port = Int(single), (1...65535).contains(port) else {
+                throw ValidationError("invalid --test-single-port '\(single)': must be a port number from 1 to 65535")
+            }
+            return PortSet([UInt16(port)])
+        }
+        do {
+            return try PortSet(parsing: ports)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
+    func targetAddress() throws -> IPAddress {
+        guard let target = IPAddress(self.target) else {
+            throw ValidationError("invalid --target '\(self.target)': not an IPv4 or IPv6 address")
+        }
+        return target
+    }
+
+    func bindAddress() throws -> IPAddress? {
+        guard let bind else { return nil }
+        guard let address = IPAddress(bind) else {
+            throw ValidationError("invalid --bind '\(bind)': not an IPv4 or IPv6 address")
+        }
+        guard address.family == (try targetAddress()).family else {
+            throw ValidationError("--bind \(bind) and --target \(self.target) must be of the same IP family")
+        }
+        return address
+    }
+
+    func validateTimeout() throws {
+        guard timeout.isFinite, timeout > 0, timeout <= 3600 else {
+            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout))': must be more than 0 and at most 3600 seconds")
+        }
+    }
+
+    func validate() throws {
+        _ = try portSet()
+        _ = try bindAddress()
+        try validateTimeout()
+        if let concurrency, concurrency < 1 {
+            throw ValidationError("invalid --concurrency '\(concurrency)': must be at least 1")
+        }
+        if tcpOnly && udpOnly {
+            throw ValidationError("--tcp-only and --udp-only exclude each other")
+        }
+    }
+
+    func run() async throws {
+        let singlePort = testSinglePort != nil
+        if udpOnly {
+            Terminal.error("portsweep: UDP sweeps are not implemented yet: only TCP can be tested (drop --udp-only)\n")
+            throw ExitCode(ExitStatus.usage)
+        }
+        let (portSet, targetAddress, bindAddress) = (try portSet(), try targetAddress(), try bindAddress())
+        let chatty = !quiet && !singlePort
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "portsweep")
+        logger.logLevel = verbose && chatty ? .info : .warning
+
+        if chatty && targetAddress.isLocalhost {
+            Terminal.error("WARNING: Target is localhost. All tests should succeed.\n")
+            Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
+        }
+
+        let configuration = SweepConfiguration(
+            ports: portSet, target: targetAddress, bind: bindAddress,
+            timeout: .milliseconds(Int64((timeout * 1000).rounded(.up))), concurrency: concurrency, transports: [.tcp])
+        let group = EventLoopGroup()
+        defer { group.shutdown() }
+        let sweep: Sweep
+        do {
+            sweep = try Sweep(configuration, group: group)
+        } catch {
+            Terminal.error("portsweep: \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
+        logger.info("sweeping \(sweep.total) TCP ports of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout) s per step")
+        logger.info("\(sweep.plan)")
+
+        let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
+        let progressTask = progress.map { bar in Task { await bar.run() } }
+
+        var renderer = ResultRenderer(options: RenderOptions(
+            format: format.value, grouped: !noGroup, showProtocol: alwaysPrintProtocol,
+            errorCodes: errorCodes, detailed: verbose))
+        let out = OutputBuffer()
+        var singleOutcome = Outcome.pass
+        do {
+            if !singlePort { out.write(renderer.header()) }
+            for try await result in sweep.results() {
+                if singlePort {
+                    singleOutcome.formUnion(result.outcome)
+                } else {
+                    out.write(renderer.add(result))
+                }
+            }
+            if !singlePort { out.write(renderer.finish()) }
+            out.flush()
+        } catch {
+            progressTask?.cancel()
+            await progressTask?.value
+            out.flush()
+            Terminal.error("portsweep: \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
+        progressTask?.cancel()
+        await progressTask?.value
+
+        guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
+        if singlePort { throw ExitCode(Int32(singleOutcome.rawValue)) }
+        if chatty {
+            let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
+            Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
+                                                             retried: summary.retried) + "\n")
+        }
+        if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+    }
+
+    static func text(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : "\(value)"
+    }
+}
+
+/// `--format`'s values.
+struct OutputFormatArgument: ExpressibleByArgument {
+    let value: OutputFormat
+    static let text = OutputFormatArgument(value: .text)
+
+    init(value: OutputFormat) { self.value = value }
+
+    init?(argument: String) {
+        guard let value = OutputFormat(rawValue: argument.lowercased()) else { return nil }
+        self.value = value
+    }
+
+    static var allValueStrings: [String] { OutputFormat.allCases.map(\.rawValue) }
+    var defaultValueDescription: String { value.rawValue }
+}
+
+/// Buffers stdout lines and writes them in large chunks.
+final class OutputBuffer {
+    private var pending = ""
+
+    func write(_ lines: [String]) {
+        for line in lines {
+            pending += line
+            pending += "\n"
+        }
+        if pending.utf8.count > 1 << 16 { flush() }
+    }
+
+    func flush() {
+        guard !pending.isEmpty else { return }
+        Terminal.out(pending)
+        pending = ""
+    }
+}

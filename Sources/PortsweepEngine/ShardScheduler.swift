@@ -1,0 +1,282 @@
+import CLibUV
+import UVLoop
+
+/// The work of one kind of per-port test, driven by a `ShardScheduler`. All calls happen on the shard's loop.
+/// A probe reports each port exactly once through `finish`/`requeue` and hands the slot back with `release` once
+/// every handle of the slot is closed (libuv owns a handle's memory until its close callback).
+protocol PortProbe: AnyObject {
+    /// Begins the test of `port` in `slot`.
+    func start(_ slot: Int32, port: UInt16)
+    /// The current step of `slot` missed its deadline.
+    func expire(_ slot: Int32)
+    /// The sweep was cancelled: close the slot without a result.
+    func abandon(_ slot: Int32)
+}
+
+/// Why a shard stopped before testing every port; a problem of this machine, never a port's result.
+public enum LocalFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Not a single port could get its descriptors (EMFILE/ENFILE with nothing else in flight).
+    case descriptorsExhausted(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .descriptorsExhausted(let errno):
+            return "out of file descriptors (\(UVError.name(ofErrno: errno))) even with a single port in flight"
+        }
+    }
+}
+
+/// How a shard ended.
+public struct ShardEnd: Sendable {
+    /// Ports whose listener met EADDRINUSE in a main pass: maybe our own client sockets, retried at the end.
+    public var retryCandidates: [UInt16]
+    public var failure: LocalFailure?
+    public var cancelled: Bool
+}
+
+/// Tuning of one shard.
+public struct ShardSettings: Sendable {
+    /// Ports actively worked on at once (ports stalled past `stallAfter` stop counting).
+    public var window: Int
+    /// Slots, bounded by descriptors: active plus stalled ports.
+    public var capacity: Int
+    /// The deadline of each step of a port's test.
+    public var timeout: Duration
+    /// A port whose step has waited this long (a dropping firewall) leaves the window and waits out its timeout
+    /// aside, so the window keeps moving.
+    public var stallAfter: Duration
+    /// A final pass: EADDRINUSE is reported as USED instead of being set aside for a retry.
+    public var isRetryPass: Bool
+    /// Ports started per loop iteration at most: uv_now() is cached per iteration, so a long start-up batch
+    /// would stamp ports with a stale time and let replies pile up unread.
+    public var startBatch = 128
+
+    public init(window: Int, capacity: Int, timeout: Duration, isRetryPass: Bool = false) {
+        self.window = max(1, window)
+        self.capacity = max(self.window, capacity)
+        self.timeout = timeout
+        let ms = timeout.milliseconds
+        self.stallAfter = .milliseconds(min(500, max(50, ms / 4)))
+        self.isRetryPass = isRetryPass
+    }
+}
+
+/// One loop's share of a sweep: a window of ports in flight, batched starts, one coarse timer and a deadline wheel
+/// swept after each poll, results handed over once per loop iteration.
+public final class ShardScheduler {
+    let loop: EventLoop
+    private var settings: ShardSettings
+    private let ports: [UInt16]
+    private var cursor = 0
+    private var requeued: [UInt16] = []
+    private var retryCandidates: [UInt16] = []
+    private var pending: [PortResult] = []
+    private var free: [Int32]
+    private var slotPort: [UInt16]
+    private var parked: [Bool]
+    private var stepStart: [UInt64]
+    private var wheel: DeadlineWheel
+    private var due: [Int32] = []
+    private var busy = 0
+    private var active = 0
+    private var filling = false
+    private var stopping = false
+    private var failure: LocalFailure?
+    private var finished = false
+    private let timeoutMs: UInt64
+    private let stallMs: UInt64
+    var probe: (any PortProbe)!
+
+    private let check = uvAllocate(uv_check_t.self)
+    private let idle = uvAllocate(uv_idle_t.self)
+    private let tick = uvAllocate(uv_timer_t.self)
+    private var handlesOpen = 0
+
+    private let deliver: ([PortResult]) -> Void
+    private let done: (ShardEnd) -> Void
+
+    /// Loop thread only. `deliver` receives results once per loop iteration; `done` is called once, last.
+    init(loop: EventLoop, ports: [UInt16], settings: ShardSettings,
+         deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void) {
+        loop.preconditionInEventLoop()
+        self.loop = loop
+        self.ports = ports
+        self.settings = settings
+        self.deliver = deliver
+        self.done = done
+        let slots = settings.capacity
+        free = (0..<Int32(slots)).reversed()
+        slotPort = [UInt16](repeating: 0, count: slots)
+        parked = [Bool](repeating: false, count: slots)
+        stepStart = [UInt64](repeating: 0, count: slots)
+        timeoutMs = max(1, settings.timeout.milliseconds)
+        stallMs = min(timeoutMs, max(1, settings.stallAfter.milliseconds))
+        let granularity = max(1, min(50, stallMs / 5))
+        wheel = DeadlineWheel(slots: slots, granularity: granularity, buckets: 4096, now: uv_now(loop.uv))
+    }
+
+    var now: UInt64 { uv_now(loop.uv) }
+
+    /// Starts the shard: opens its handles and the first batch of ports.
+    func start() {
+        let me = Unmanaged.passRetained(self).toOpaque()  // released when the last own handle closed
+        for handle in [uvHandle(check), uvHandle(idle), uvHandle(tick)] { handle.pointee.data = me }
+        uv_check_init(loop.uv, check)
+        uv_idle_init(loop.uv, idle)
+        uv_timer_init(loop.uv, tick)
+        handlesOpen = 3
+        uv_check_start(check) { handle in
+            Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue().afterPoll()
+        }
+        // The coarse timer only wakes the loop; deadlines are swept after the poll, when replies already in the
+        // kernel have been read (sweeping in the timer callback, before I/O, gives false timeouts).
+        let period = max(1, min(50, stallMs / 5))
+        uv_timer_start(tick, { _ in }, period, period)
+        uv_update_time(loop.uv)
+        fill()
+    }
+
+    /// Stops starting ports and abandons those in flight; `done` reports `cancelled`.
+    func cancel() {
+        guard !stopping else { return }
+        stopping = true
+        cursor = ports.count
+        requeued.removeAll()
+        for slot in 0..<Int32(settings.capacity) where slotPort[Int(slot)] != 0 {
+            wheel.cancel(slot)
+            probe.abandon(slot)
+        }
+        fill()
+    }
+
+    // MARK: calls from the probe
+
+    /// The slot's port enters a new step: its deadline restarts.
+    func beginStep(_ slot: Int32) {
+        let now = self.now
+        stepStart[Int(slot)] = now
+        wheel.schedule(slot, at: now + (parked[Int(slot)] ? timeoutMs : stallMs))
+    }
+
+    /// The port of `slot` has its verdict. (Its handles may still be closing.)
+    func finish(_ slot: Int32, _ outcome: Outcome, errno: Int32 = 0) {
+        wheel.cancel(slot)
+        let port = slotPort[Int(slot)]
+        if outcome == .used && !settings.isRetryPass {
+            retryCandidates.append(port)
+        } else if !stopping {
+            pending.append(PortResult(port: port, transport: .tcp, outcome: outcome, errno: errno))
+        }
+    }
+
+    /// The slot ran out of descriptors (or another local resource): its port goes back to the queue and the
+    /// shard holds fewer ports from now on. Never a port's result.
+    func requeue(_ slot: Int32, errno: Int32) {
+        wheel.cancel(slot)
+        guard !stopping else { return }
+        if busy <= 1 {
+            failure = .descriptorsExhausted(errno: errno)
+            cancel()
+            return
+        }
+        requeued.append(slotPort[Int(slot)])
+        settings.capacity = max(1, busy - 1)
+        settings.window = min(settings.window, settings.capacity)
+    }
+
+    /// Every handle of the slot is closed: the slot is free again.
+    func release(_ slot: Int32) {
+        let s = Int(slot)
+        slotPort[s] = 0
+        if !parked[s] { active -= 1 }
+        parked[s] = false
+        busy -= 1
+        free.append(slot)
+        if !filling { fill() }
+    }
+
+    // MARK: the loop
+
+    private func nextPort() -> UInt16? {
+        if let port = requeued.popLast() { return port }
+        guard cursor < ports.count else { return nil }
+        defer { cursor += 1 }
+        return ports[cursor]
+    }
+
+    private var hasMore: Bool { !requeued.isEmpty || cursor < ports.count }
+
+    private func fill() {
+        guard !finished else { return }
+        filling = true
+        var started = 0
+        while busy < settings.capacity && active < settings.window && hasMore {
+            if started == settings.startBatch {
+                uv_idle_start(idle) { handle in
+                    Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue().fill()
+                }
+                filling = false
+                return
+            }
+            guard let slot = free.popLast(), let port = nextPort() else { break }
+            slotPort[Int(slot)] = port
+            busy += 1
+            active += 1
+            started += 1
+            probe.start(slot, port: port)
+        }
+        uv_idle_stop(idle)
+        filling = false
+        if busy == 0 && !hasMore { end() }
+    }
+
+    private func afterPoll() {
+        let now = self.now
+        wheel.collectDue(now: now, into: &due)
+        for slot in due {
+            let s = Int(slot)
+            if parked[s] || now - stepStart[s] >= timeoutMs {
+                probe.expire(slot)
+            } else {
+                parked[s] = true
+                active -= 1
+                wheel.schedule(slot, at: stepStart[s] + timeoutMs)
+            }
+        }
+        if !due.isEmpty {
+            due.removeAll(keepingCapacity: true)
+            fill()
+        }
+        flush()
+    }
+
+    private func flush() {
+        guard !pending.isEmpty else { return }
+        deliver(pending)
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    private func end() {
+        guard !finished else { return }
+        finished = true
+        flush()
+        let onClose: uv_close_cb = { handle in
+            let shard = Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            shard.handlesOpen -= 1
+            if shard.handlesOpen == 0 {
+                shard.done(ShardEnd(retryCandidates: shard.retryCandidates, failure: shard.failure,
+                                    cancelled: shard.stopping && shard.failure == nil))
+                Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).release()
+            }
+        }
+        uv_close(uvHandle(check), onClose)
+        uv_close(uvHandle(idle), onClose)
+        uv_close(uvHandle(tick), onClose)
+    }
+
+    deinit {
+        uvFree(check)
+        uvFree(idle)
+        uvFree(tick)
+    }
+}

@@ -1,0 +1,33 @@
+public import UVLoop
+
+/// A running shard, to cancel it from any thread.
+public final class ShardHandle: @unchecked Sendable {
+    private let loop: EventLoop
+    // Loop thread only.
+    private weak var scheduler: ShardScheduler?
+
+    init(loop: EventLoop, scheduler: ShardScheduler) {
+        self.loop = loop
+        self.scheduler = scheduler
+    }
+
+    /// Stops the shard: no more ports start, those in flight close; its `done` reports `cancelled`.
+    public func cancel() {
+        loop.execute { [self] in scheduler?.cancel() }
+    }
+}
+
+/// Starts shards of TCP tests.
+public enum TCPShard {
+    /// Starts testing `ports` (in this order) on `loop`. Call on the loop's thread. `deliver` gets results once per
+    /// loop iteration; `done` is called last, once, after every handle of the shard is closed.
+    public static func start(
+        on loop: EventLoop, ports: [UInt16], settings: ShardSettings, bind: IPAddress, target: IPAddress,
+        deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void
+    ) -> ShardHandle {
+        let scheduler = ShardScheduler(loop: loop, ports: ports, settings: settings, deliver: deliver, done: done)
+        scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target)
+        scheduler.start()
+        return ShardHandle(loop: loop, scheduler: scheduler)
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+public import PortsweepEngine
+import UVLoop
+
+/// The output formats of a sweep.
+public enum OutputFormat: String, Sendable, CaseIterable {
+    case text, json, csv
+}
+
+/// How results are printed.
+public struct RenderOptions: Sendable {
+    public var format: OutputFormat = .text
+    /// Consecutive ports with the same verdict share a line (or a JSON/CSV record).
+    public var grouped = true
+    /// Print `TCP`/`UDP` on text lines.
+    public var showProtocol = false
+    /// Print the numeric code instead of the word (text).
+    public var errorCodes = false
+    /// Add the errno behind non-PASS verdicts (text; JSON and CSV always carry it).
+    public var detailed = false
+
+    public init(format: OutputFormat = .text, grouped: Bool = true, showProtocol: Bool = false,
+                errorCodes: Bool = false, detailed: Bool = false) {
+        self.format = format
+        self.grouped = grouped
+        self.showProtocol = showProtocol
+        self.errorCodes = errorCodes
+        self.detailed = detailed
+    }
+}
+
+/// Turns results, in port order, into output lines as they arrive: grouped text as the Incoming Port Tester
+/// printed it (`[PASS] 8080-8085`, `[FAIL] TCP 25`), JSON Lines, or CSV.
+public struct ResultRenderer {
+    public let options: RenderOptions
+    private var grouper: Grouper
+    private let encoder: JSONEncoder
+    private var headerDone = false
+
+    public init(options: RenderOptions) {
+        self.options = options
+        // JSON and CSV records always carry the errno, so they split groups by it as well.
+        grouper = Grouper(byErrno: options.detailed || options.format != .text)
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+    }
+
+    /// Lines to print before any result.
+    public mutating func header() -> [String] {
+        guard options.format == .csv, !headerDone else { return [] }
+        headerDone = true
+        return [options.grouped ? "first,last,protocol,code,result,errno" : "port,protocol,code,result,errno"]
+    }
+
+    /// The lines a result completes (none while a group is still growing).
+    public mutating func add(_ result: PortResult) -> [String] {
+        if !options.grouped {
+            return [line(PortGroup(transport: result.transport, first: result.port, last: result.port,
+                                   outcome: result.outcome, errno: result.errno))]
+        }
+        return grouper.add(result).map { [line($0)] } ?? []
+    }
+
+    /// The lines of the groups still open.
+    public mutating func finish() -> [String] {
+        grouper.finish().map(line)
+    }
+
+    public func line(_ group: PortGroup) -> String {
+        let errnoName = group.errno != 0 ? UVError.name(ofErrno: group.errno) : ""
+        switch options.format {
+        case .text:
+            let verdict = options.errorCodes ? "\(group.outcome.rawValue)" : group.outcome.word
+            var text = "[\(verdict)] "
+            if options.showProtocol { text += "\(group.transport.rawValue) " }
+            text += group.portText
+            if options.detailed && !errnoName.isEmpty { text += " (\(errnoName))" }
+            return text
+        case .json:
+            let record = JSONRecord(
+                port: options.grouped ? nil : group.first,
+                first: options.grouped ? group.first : nil,
+                last: options.grouped ? group.last : nil,
+                protocol: group.transport.rawValue, code: group.outcome.rawValue, result: group.outcome.word,
+                errno: errnoName.isEmpty ? nil : errnoName)
+            let data = (try? encoder.encode(record)) ?? Data()
+            return String(decoding: data, as: UTF8.self)
+        case .csv:
+            let ports = options.grouped ? "\(group.first),\(group.last)" : "\(group.first)"
+            return "\(ports),\(group.transport.rawValue),\(group.outcome.rawValue),\(group.outcome.word),\(errnoName)"
+        }
+    }
+}
+
+/// One JSON Lines record: a port (`port`) or a group (`first`, `last`).
+struct JSONRecord: Codable, Equatable {
+    var port: UInt16?
+    var first: UInt16?
+    var last: UInt16?
+    var `protocol`: String
+    var code: UInt8
+    var result: String
+    var errno: String?
+}

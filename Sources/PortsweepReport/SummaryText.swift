@@ -1,0 +1,33 @@
+public import PortsweepEngine
+
+/// The end-of-sweep summary for people: counts per verdict, elapsed time, ports per second.
+public enum SummaryText {
+    public static func line(counts: [Outcome: Int], total: Int, seconds: Double, retried: Int = 0) -> String {
+        let rate = seconds > 0 ? Double(total) / seconds : 0
+        let parts = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key.word)" }
+        var text = "\(total) port\(total == 1 ? "" : "s") in \(format(seconds, digits: 2)) s"
+            + " (\(grouped(Int(rate.rounded()))) ports/s): " + parts.joined(separator: ", ")
+        if retried > 0 { text += "; \(retried) retried after EADDRINUSE" }
+        return text
+    }
+
+    /// `12345678` → `12,345,678`.
+    public static func grouped(_ value: Int) -> String {
+        let digits = String(value.magnitude)
+        var out = ""
+        for (i, c) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
+            out.append(c)
+        }
+        return value < 0 ? "-" + out : out
+    }
+
+    public static func format(_ value: Double, digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = Int((value * scale).rounded())
+        let whole = scaled / Int(scale)
+        let frac = String(abs(scaled % Int(scale)))
+        return digits == 0 ? "\(whole)" : "\(whole)." + String(repeating: "0", count: digits - frac.count) + frac
+    }
+}

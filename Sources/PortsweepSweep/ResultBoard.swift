@@ -1,0 +1,45 @@
+import PortsweepEngine
+import Synchronization
+
+/// Collects results from every shard (each on its own loop thread) and releases them in port order: a port is
+/// handed on once every port before it has its verdict.
+final class ResultBoard: Sendable {
+    private struct State {
+        var results: [PortResult?]
+        var cursor = 0
+        var counts: [Outcome: Int] = [:]
+    }
+
+    private let position: [Int32]
+    private let state: Mutex<State>
+    private let completedCount = Atomic<Int>(0)
+    private let emit: @Sendable ([PortResult]) -> Void
+
+    /// `ports` ascending; `emit` receives runs of results in port order (called under no lock, from a loop thread).
+    init(ports: [UInt16], emit: @escaping @Sendable ([PortResult]) -> Void) {
+        var position = [Int32](repeating: -1, count: 65536)
+        for (i, port) in ports.enumerated() { position[Int(port)] = Int32(i) }
+        self.position = position
+        state = Mutex(State(results: [PortResult?](repeating: nil, count: ports.count)))
+        self.emit = emit
+    }
+
+    /// Ports with a verdict so far, in any order.
+    var completed: Int { completedCount.load(ordering: .relaxed) }
+
+    var counts: [Outcome: Int] { state.withLock { $0.counts } }
+
+    func post(_ batch: [PortResult]) {
+        let ready: [PortResult] = state.withLock { state in
+            for result in batch {
+                state.results[Int(position[Int(result.port)])] = result
+                state.counts[result.outcome, default: 0] += 1
+            }
+            let start = state.cursor
+            while state.cursor < state.results.count, state.results[state.cursor] != nil { state.cursor += 1 }
+            return state.results[start..<state.cursor].map { $0! }
+        }
+        completedCount.add(batch.count, ordering: .relaxed)
+        if !ready.isEmpty { emit(ready) }
+    }
+}

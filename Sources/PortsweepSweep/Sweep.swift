@@ -1,0 +1,221 @@
+public import PortsweepEngine
+public import UVLoop
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A sweep of a port range: for every port, listen here, connect through the target, exchange a line each way.
+///
+/// ```swift
+/// let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "8000-8100")), group: group)
+/// for try await result in sweep.results() { print(result.port, result.outcome) }
+/// ```
+/// Results arrive in port order. Cancelling the iterating task (or dropping the iterator) stops the sweep and
+/// closes every handle. A problem of this machine (descriptors exhausted) ends the sequence with `SweepError`.
+public final class Sweep: Sendable {
+    public let configuration: SweepConfiguration
+    public let plan: SweepPlan
+    private let group: EventLoopGroup
+    private let ports: [UInt16]
+    private let run = Mutex<RunState?>(nil)
+    private let board: Mutex<ResultBoard?> = Mutex(nil)
+
+    private final class RunState: @unchecked Sendable {
+        // Guarded by the owning Sweep's `run` mutex.
+        var handles: [ShardHandle] = []
+        var shardsLeft: Int
+        var candidates: [UInt16] = []
+        var failure: LocalFailure?
+        var cancelled = false
+        var retried = 0
+        var summary: SweepSummary?
+        let started = ContinuousClock.now
+        init(shards: Int) { shardsLeft = shards }
+    }
+
+    /// Validates the configuration and plans the sweep. `budget` defaults to raising RLIMIT_NOFILE as far as it goes.
+    public init(_ configuration: SweepConfiguration, group: EventLoopGroup, budget: DescriptorBudget? = nil) throws(SweepError) {
+        guard !configuration.ports.isEmpty else { throw .noPorts }
+        let bind = configuration.bindAddress
+        guard bind.family == configuration.target.family else {
+            throw .familyMismatch(bind: bind, target: configuration.target)
+        }
+        try Sweep.checkBindable(bind)
+        self.configuration = configuration
+        self.group = group
+        ports = configuration.ports.sorted
+        let loops = min(group.loops.count, max(1, (ports.count + 63) / 64))
+        plan = SweepPlan(configuration: configuration, loops: loops, budget: budget ?? .raise())
+    }
+
+    /// Ports with a verdict so far (for progress displays); any thread.
+    public var completed: Int { board.withLock { $0?.completed ?? 0 } }
+
+    /// The port count.
+    public var total: Int { ports.count }
+
+    /// The summary, once the results sequence has ended.
+    public var summary: SweepSummary? { run.withLock { $0?.summary } }
+
+    /// The sweep's results in port order. Iterating starts the sweep; a sweep runs once.
+    public func results() -> SweepResults { SweepResults(sweep: self) }
+
+    /// Runs the whole sweep and returns every result with the summary.
+    public func run() async throws -> (results: [PortResult], summary: SweepSummary) {
+        var all: [PortResult] = []
+        all.reserveCapacity(ports.count)
+        for try await result in results() { all.append(result) }
+        return (all, summary!)
+    }
+
+    // MARK: running
+
+    /// A bind address must be one of this machine's: checked once, up front, not reported per port.
+    private static func checkBindable(_ ip: IPAddress) throws(SweepError) {
+        let fd = socket(ip.family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let rc = SocketAddress(ip, port: 0).withSockAddr {
+            bind(fd, $0, socklen_t(ip.family == .v4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
+        }
+        if rc != 0 && errno == EADDRNOTAVAIL { throw .bindAddressNotLocal(ip, errno: errno) }
+    }
+
+    func start(continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) throws(SweepError) {
+        let board = ResultBoard(ports: ports) { continuation.yield($0) }
+        let state = RunState(shards: plan.loops)
+        let alreadyStarted = run.withLock { current -> Bool in
+            if current != nil { return true }
+            current = state
+            return false
+        }
+        if alreadyStarted { throw .alreadyStarted }
+        self.board.withLock { $0 = board }
+
+        // Chunks of 64 consecutive ports dealt round-robin: every loop works near the release cursor, so results
+        // stream out in order with little buffering.
+        var shares = [[UInt16]](repeating: [], count: plan.loops)
+        for (i, port) in ports.enumerated() { shares[(i / 64) % plan.loops].append(port) }
+        let settings = ShardSettings(window: plan.windowPerLoop, capacity: plan.capacityPerLoop, timeout: configuration.timeout)
+        let (bind, target) = (configuration.bindAddress, configuration.target)
+        for (loop, share) in zip(group.loops, shares) {
+            loop.execute { [self] in
+                let handle = TCPShard.start(
+                    on: loop, ports: share, settings: settings, bind: bind, target: target,
+                    deliver: board.post,
+                    done: { end in self.shardEnded(end, board: board, continuation: continuation) })
+                let cancelled = run.withLock { _ in
+                    state.handles.append(handle)
+                    return state.cancelled
+                }
+                if cancelled { handle.cancel() }
+            }
+        }
+    }
+
+    func cancel() {
+        let handles = run.withLock { state -> [ShardHandle] in
+            guard let state else { return [] }
+            state.cancelled = true
+            return state.handles
+        }
+        for handle in handles { handle.cancel() }
+    }
+
+    private func shardEnded(_ end: ShardEnd, board: ResultBoard,
+                            continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) {
+        let next: (retry: [UInt16], finish: Bool)? = run.withLock { state in
+            guard let state else { return nil }
+            state.candidates += end.retryCandidates
+            if let failure = end.failure, state.failure == nil {
+                state.failure = failure
+                state.cancelled = true
+                for handle in state.handles { handle.cancel() }
+            }
+            if end.cancelled { state.cancelled = true }
+            state.shardsLeft -= 1
+            guard state.shardsLeft == 0 else { return nil }
+            if state.cancelled || state.candidates.isEmpty { return ([], true) }
+            let retry = state.candidates.sorted()
+            state.candidates = []
+            state.retried = retry.count
+            state.shardsLeft = 1
+            return (retry, false)
+        }
+        guard let next else { return }
+        if next.finish {
+            complete(board: board, continuation: continuation)
+            return
+        }
+        // The retry pass: one port at a time, with no other client socket of ours open, so a port still in use
+        // now is held by someone else.
+        let loop = group.loops[0]
+        let settings = ShardSettings(window: 1, capacity: 1, timeout: configuration.timeout, isRetryPass: true)
+        let (bind, target) = (configuration.bindAddress, configuration.target)
+        loop.execute { [self] in
+            let handle = TCPShard.start(
+                on: loop, ports: next.retry, settings: settings, bind: bind, target: target,
+                deliver: board.post,
+                done: { end in self.shardEnded(end, board: board, continuation: continuation) })
+            let cancelled = run.withLock { state in
+                state?.handles.append(handle)
+                return state?.cancelled ?? false
+            }
+            if cancelled { handle.cancel() }
+        }
+    }
+
+    private func complete(board: ResultBoard, continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) {
+        let failure: LocalFailure? = run.withLock { state in
+            guard let state else { return nil }
+            state.summary = SweepSummary(
+                counts: board.counts, total: board.completed, elapsed: ContinuousClock.now - state.started,
+                retried: state.retried, plan: plan)
+            return state.failure
+        }
+        if let failure {
+            continuation.finish(throwing: SweepError.local(failure))
+        } else {
+            continuation.finish()
+        }
+    }
+}
+
+/// The results of a sweep, in port order. Iterating starts the sweep.
+public struct SweepResults: AsyncSequence, Sendable {
+    public typealias Element = PortResult
+    let sweep: Sweep
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var batches: AsyncThrowingStream<[PortResult], any Error>.AsyncIterator
+        var batch: [PortResult] = []
+        var index = 0
+        let startError: SweepError?
+
+        public mutating func next() async throws -> PortResult? {
+            if let startError { throw startError }
+            while index == batch.count {
+                guard let next = try await batches.next() else { return nil }
+                batch = next
+                index = 0
+            }
+            defer { index += 1 }
+            return batch[index]
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        let (stream, continuation) = AsyncThrowingStream<[PortResult], any Error>.makeStream()
+        let sweep = self.sweep
+        continuation.onTermination = { termination in
+            if case .cancelled = termination { sweep.cancel() }
+        }
+        do {
+            try sweep.start(continuation: continuation)
+            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: nil)
+        } catch {
+            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: error)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+public import PortsweepEngine
+public import UVLoop
+
+/// What to sweep and how.
+public struct SweepConfiguration: Sendable {
+    public var ports: PortSet
+    /// Where the client connects: this host's address as the outside world reaches it.
+    public var target: IPAddress
+    /// Where the listeners bind; nil: the wildcard of the target's family (0.0.0.0 or ::).
+    public var bind: IPAddress?
+    /// The deadline of each step of a port's test.
+    public var timeout: Duration
+    /// Ports in flight over all loops; nil: a default sized for loopback, bounded by the descriptor limit.
+    public var concurrency: Int?
+    public var transports: Set<Transport>
+
+    public init(ports: PortSet, target: IPAddress = .loopbackV4, bind: IPAddress? = nil,
+                timeout: Duration = .seconds(3), concurrency: Int? = nil, transports: Set<Transport> = [.tcp]) {
+        self.ports = ports
+        self.target = target
+        self.bind = bind
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.transports = transports
+    }
+
+    public var bindAddress: IPAddress { bind ?? target.wildcard }
+}
+
+/// How a sweep will run: loops, window and slots, from the descriptor budget.
+public struct SweepPlan: Sendable, CustomStringConvertible {
+    public var loops: Int
+    /// Ports actively in flight per loop.
+    public var windowPerLoop: Int
+    /// Slots per loop (active plus stalled ports), bounded by descriptors.
+    public var capacityPerLoop: Int
+    public var budget: DescriptorBudget
+    /// The concurrency asked for, when the descriptor limit cut it down.
+    public var requestedConcurrency: Int?
+
+    /// Descriptors one TCP port in flight needs: listener, client, accepted server.
+    public static let descriptorsPerTCPPort = 3
+    /// Default active ports per loop: on loopback 64-1024 is the plateau; larger only adds queueing delay.
+    public static let defaultWindowPerLoop = 256
+
+    public init(configuration: SweepConfiguration, loops: Int, budget: DescriptorBudget) {
+        let loops = max(1, loops)
+        let slotsTotal = budget.ports(perPort: SweepPlan.descriptorsPerTCPPort)
+        let wanted = configuration.concurrency ?? SweepPlan.defaultWindowPerLoop * loops
+        let window = min(wanted, slotsTotal)
+        self.loops = loops
+        self.budget = budget
+        self.requestedConcurrency = window < wanted ? wanted : nil
+        windowPerLoop = max(1, window / loops)
+        capacityPerLoop = max(windowPerLoop, slotsTotal / loops)
+    }
+
+    public var window: Int { windowPerLoop * loops }
+
+    public var description: String {
+        var text = "window \(window) ports in flight (\(windowPerLoop) per loop on \(loops) loop\(loops == 1 ? "" : "s")),"
+            + " up to \(capacityPerLoop * loops) with stalled ports; \(budget)"
+        if let requestedConcurrency {
+            text += "; --concurrency \(requestedConcurrency) cut to fit the descriptor limit"
+        }
+        return text
+    }
+}
+
+/// Counts and timing of a finished sweep.
+public struct SweepSummary: Sendable {
+    public var counts: [Outcome: Int]
+    public var total: Int
+    public var elapsed: Duration
+    /// Ports whose listener met EADDRINUSE in the main pass and were tested again, one at a time.
+    public var retried: Int
+    public var plan: SweepPlan
+
+    public var portsPerSecond: Double {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return seconds > 0 ? Double(total) / seconds : 0
+    }
+
+    public var allPassed: Bool { counts.keys.allSatisfy(\.isPass) }
+}
+
+/// Why a sweep could not run or finish: a problem on this machine or in the configuration, never a port's result.
+public enum SweepError: Error, Sendable, CustomStringConvertible {
+    case noPorts
+    case familyMismatch(bind: IPAddress, target: IPAddress)
+    case bindAddressNotLocal(IPAddress, errno: Int32)
+    case local(LocalFailure)
+    case alreadyStarted
+
+    public var description: String {
+        switch self {
+        case .noPorts: return "no ports to sweep"
+        case .familyMismatch(let bind, let target):
+            return "bind address \(bind) and target \(target) are not of the same IP family"
+        case .bindAddressNotLocal(let ip, let errno):
+            return "cannot bind to \(ip): \(UVError.name(ofErrno: errno)) (is it an address of this machine?)"
+        case .local(let failure): return "local problem: \(failure)"
+        case .alreadyStarted: return "this sweep was already started"
+        }
+    }
+}

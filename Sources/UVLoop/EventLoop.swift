@@ -1,0 +1,184 @@
+public import CLibUV
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libuv loop on a thread of its own, exposed to Swift concurrency as a serial executor and a task executor.
+///
+/// Jobs and closures enqueued from other threads go through a locked inbox and one `uv_async_send` (sends coalesce,
+/// so the whole inbox is drained per wake-up). Jobs enqueued on the loop's own thread go to a local queue drained
+/// by a `uv_prepare` handle before the loop polls: no lock, no syscall. Everything that touches `uv` must run on the
+/// loop's thread: inside a job of this executor, inside `execute`, or inside a libuv callback of this loop.
+public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    private enum Work: Sendable {
+        case job(UnownedJob)
+        case call(@Sendable () -> Void)
+    }
+
+    private struct Inbox {
+        var work: [Work] = []
+        var shuttingDown = false
+    }
+
+    /// A short name for logs (`loop-0`, ...).
+    public let name: String
+    /// The raw libuv loop. Loop thread only.
+    public let uv: UnsafeMutablePointer<uv_loop_t>
+
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+    private let drainer: UnsafeMutablePointer<uv_prepare_t>
+    private let inbox = Mutex(Inbox())
+    private let loopThread = Atomic<UInt>(0)
+    private let stopped = Atomic<Bool>(false)
+    // Loop thread only.
+    private var local: [Work] = []
+    private var spare: [Work] = []
+    private var thread = pthread_t()
+
+    public init(name: String = "loop") {
+        self.name = name
+        uv = uvAllocate(uv_loop_t.self)
+        wakeup = uvAllocate(uv_async_t.self)
+        drainer = uvAllocate(uv_prepare_t.self)
+        precondition(uv_loop_init(uv) == 0, "uv_loop_init failed")
+        uv_async_init(uv, wakeup) { handle in
+            EventLoop.from(handle!.pointee.data).drainInbox()
+        }
+        uv_prepare_init(uv, drainer)
+        uv_prepare_start(drainer) { handle in
+            EventLoop.from(handle!.pointee.data).drainLocal()
+        }
+        // The prepare handle must not keep the loop alive by itself; the async handle does until shutdown.
+        uv_unref(uvHandle(drainer))
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        wakeup.pointee.data = me
+        drainer.pointee.data = me
+        uv.pointee.data = me
+
+        let retained = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { arg in
+            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
+            loop.threadMain()
+            return nil
+        }, retained)
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    @inline(__always)
+    static func from(_ data: UnsafeMutableRawPointer?) -> EventLoop {
+        Unmanaged<EventLoop>.fromOpaque(data!).takeUnretainedValue()
+    }
+
+    /// The loop a libuv handle belongs to.
+    public static func of<T>(handle: UnsafeMutablePointer<T>) -> EventLoop {
+        from(uvHandle(handle).pointee.loop.pointee.data)
+    }
+
+    private func threadMain() {
+        loopThread.store(UInt(pthread_self()), ordering: .releasing)
+        uv_run(uv, UV_RUN_DEFAULT)
+        // Whatever a user left open is closed now (its memory is abandoned: its owner never closed it).
+        uv_walk(uv, { handle, _ in
+            if uv_is_closing(handle) == 0 { uv_close(handle, nil) }
+        }, nil)
+        uv_run(uv, UV_RUN_DEFAULT)
+        uv_loop_close(uv)
+        stopped.store(true, ordering: .releasing)
+    }
+
+    /// True when called on this loop's thread.
+    public var inEventLoop: Bool {
+        loopThread.load(ordering: .acquiring) == UInt(pthread_self())
+    }
+
+    /// Traps unless called on this loop's thread.
+    public func preconditionInEventLoop(file: StaticString = #fileID, line: UInt = #line) {
+        precondition(inEventLoop, "not on \(name)'s thread", file: file, line: line)
+    }
+
+    // MARK: Executor
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        submit(.job(UnownedJob(job)))
+    }
+
+    /// Runs `body` on the loop's thread, soon: never inline, even when called from the loop.
+    public func execute(_ body: @escaping @Sendable () -> Void) {
+        submit(.call(body))
+    }
+
+    private func submit(_ work: Work) {
+        if inEventLoop {
+            local.append(work)
+            return
+        }
+        let accepted = inbox.withLock { inbox -> Bool in
+            guard !inbox.shuttingDown else { return false }
+            inbox.work.append(work)
+            return true
+        }
+        if accepted { uv_async_send(wakeup) }
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    public func checkIsolated() {
+        preconditionInEventLoop()
+    }
+
+    public func isIsolatingCurrentContext() -> Bool? {
+        inEventLoop
+    }
+
+    private func run(_ work: Work) {
+        switch work {
+        case .job(let job):
+            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+        case .call(let body):
+            body()
+        }
+    }
+
+    private func drainLocal() {
+        while !local.isEmpty {
+            swap(&local, &spare)
+            for work in spare { run(work) }
+            spare.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func drainInbox() {
+        let (batch, shuttingDown) = inbox.withLock { inbox in
+            let batch = inbox.work
+            inbox.work.removeAll(keepingCapacity: true)
+            return (batch, inbox.shuttingDown)
+        }
+        for work in batch { run(work) }
+        drainLocal()
+        if shuttingDown {
+            uv_close(uvHandle(wakeup), nil)
+            uv_close(uvHandle(drainer), nil)
+        }
+    }
+
+    /// Stops the loop once its queued work has run, closes what is still open, and joins its thread.
+    /// Must not be called from the loop's own thread.
+    public func shutdown() {
+        precondition(!inEventLoop, "shutdown() called on the loop's own thread")
+        let first = inbox.withLock { inbox -> Bool in
+            defer { inbox.shuttingDown = true }
+            return !inbox.shuttingDown
+        }
+        guard first else { return }
+        uv_async_send(wakeup)
+        pthread_join(thread, nil)
+        uvFree(wakeup)
+        uvFree(drainer)
+        uvFree(uv)
+    }
+}
+

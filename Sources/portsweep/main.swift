@@ -1,0 +1,3 @@
+import PortsweepCLI
+
+await PortsweepCommand.runMain()
