@@ -75,6 +75,10 @@ public struct PortSet: Sendable, Hashable, Sequence, CustomStringConvertible {
 public struct PortSpecError: Error, Sendable, Equatable, CustomStringConvertible {
     public let spec: String
     public let reason: String
+    public init(spec: String, reason: String) {
+        self.spec = spec
+        self.reason = reason
+    }
     public var description: String { "invalid port spec '\(spec)': \(reason)" }
 }
 

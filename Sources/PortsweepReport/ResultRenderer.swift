@@ -42,7 +42,7 @@ public struct ResultRenderer {
         // JSON and CSV records always carry the errno, so they split groups by it as well.
         grouper = Grouper(byErrno: options.detailed || options.format != .text)
         encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]  // stable key order for scripts that diff
     }
 
     /// Lines to print before any result.

@@ -66,7 +66,8 @@ public final class Sweep: Sendable {
         var all: [PortResult] = []
         all.reserveCapacity(ports.count)
         for try await result in results() { all.append(result) }
-        return (all, summary!)
+        guard let summary else { throw CancellationError() }
+        return (all, summary)
     }
 
     // MARK: running

@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import UVLoop
+
+/// Every suite that opens sockets in this process nests here, serialized, so the descriptor-leak check counts
+/// only its own descriptors.
+@Suite(.serialized) struct SocketTests {}
+
+extension SocketTests {
+/// The loop layer on real loopback sockets: the executor, the async TCP API, deadlines, cancellation.
+@Suite struct LoopTests {
+    static let group = EventLoopGroup(loopCount: 2)
+
+    actor OnLoop {
+        nonisolated let loop: EventLoop
+        nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+        init(_ loop: EventLoop) { self.loop = loop }
+        func onLoopThread() -> Bool { loop.inEventLoop }
+    }
+
+    @Test func actorsAndTasksRunOnTheLoopThread() async {
+        let loop = Self.group.loops[0]
+        #expect(await OnLoop(loop).onLoopThread())
+        #expect(!loop.inEventLoop)
+        let onLoop = await withTaskGroup(of: Bool.self) { group in
+            group.addTask(executorPreference: loop) { loop.inEventLoop }
+            return await group.next()!
+        }
+        #expect(onLoop)
+    }
+
+    @Test func echoOverLoopback() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let address = try #require(await listener.localAddress)
+        #expect(address.port != 0)
+        async let accepted = listener.accept(timeout: .seconds(5))
+        let client = try await TCPConnection.connect(to: address, on: Self.group.next(), timeout: .seconds(5))
+        let server = try await accepted
+        try await client.write(Array("client -> server\n".utf8), timeout: .seconds(5))
+        let got = try await server.read(exactly: 17, timeout: .seconds(5))
+        #expect(String(decoding: got, as: UTF8.self) == "client -> server\n")
+        try await server.write(Array("server -> client\n".utf8), timeout: .seconds(5))
+        #expect(String(decoding: try await client.read(exactly: 17, timeout: .seconds(5)), as: UTF8.self) == "server -> client\n")
+        await server.close()
+        #expect(try await client.read(timeout: .seconds(5)).isEmpty)  // EOF
+        await client.close()
+        await listener.close()
+    }
+
+    @Test func readMissesItsDeadline() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let address = try #require(await listener.localAddress)
+        let client = try await TCPConnection.connect(to: address, on: loop, timeout: .seconds(5))
+        let start = ContinuousClock.now
+        await #expect(throws: UVError.timedOut) { try await client.read(timeout: .milliseconds(100)) }
+        #expect(ContinuousClock.now - start >= .milliseconds(90))
+        await client.close()
+        await listener.close()
+    }
+
+    @Test func connectToAClosedPortIsRefused() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let address = try #require(await listener.localAddress)
+        await listener.close()
+        await #expect(throws: UVError(-ECONNREFUSED)) {
+            try await TCPConnection.connect(to: address, on: loop, timeout: .seconds(5))
+        }
+    }
+
+    @Test func listeningOnAHeldPortIsAddressInUse() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let address = try #require(await listener.localAddress)
+        await #expect(throws: UVError.addressInUse) { try await TCPListener.listen(on: address, loop: loop) }
+        await listener.close()
+    }
+
+    @Test func cancellingAnAcceptEndsItPromptly() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let task = Task { try await listener.accept(timeout: .seconds(30)) }
+        try await loop.sleep(for: .milliseconds(20))
+        let start = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: CancellationError.self) { try await task.value }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        await listener.close()
+    }
+
+    @Test func sleepWaitsOnTheLoopTimer() async throws {
+        let start = ContinuousClock.now
+        try await Self.group.next().sleep(for: .milliseconds(50))
+        #expect(ContinuousClock.now - start >= .milliseconds(45))
+    }
+
+    @Test func addressesParseAndPrint() {
+        #expect(IPAddress("999.1.1.1") == nil)
+        #expect(IPAddress("1.2.3") == nil)
+        #expect(IPAddress("::1")?.isLocalhost == true)
+        #expect(IPAddress("127.8.9.1")?.isLocalhost == true)
+        #expect(IPAddress("10.0.0.1")?.isLocalhost == false)
+        #expect(IPAddress("localhost") == .loopbackV4)
+        #expect(IPAddress("fe80::1")?.description == "fe80::1")
+        #expect(SocketAddress(IPAddress("::1")!, port: 80).description == "[::1]:80")
+    }
+}
+}
