@@ -24,7 +24,7 @@ public struct PortsweepCommand: AsyncParsableCommand {
     public static func runMain(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
         signal(SIGPIPE, SIG_IGN)
         do {
-            var command = try parseAsRoot(arguments)
+            var command = try parseAsRoot(joinNegativeValues(arguments))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -44,6 +44,25 @@ public struct PortsweepCommand: AsyncParsableCommand {
             Glibc.exit(code == .validationFailure ? ExitStatus.usage : code.rawValue)
         }
     }
+}
+
+/// `--timeout -1` would read `-1` as a short option; joined as `--timeout=-1` it reaches validation, which names
+/// the bad value.
+func joinNegativeValues(_ arguments: [String]) -> [String] {
+    var out: [String] = []
+    var i = 0
+    while i < arguments.count {
+        let arg = arguments[i]
+        if arg.hasPrefix("--"), !arg.contains("="), i + 1 < arguments.count,
+           let next = arguments[i + 1].dropFirst().first, arguments[i + 1].hasPrefix("-"), next.isNumber || next == "." {
+            out.append(arg + "=" + arguments[i + 1])
+            i += 2
+            continue
+        }
+        out.append(arg)
+        i += 1
+    }
+    return out
 }
 
 /// The documented exit statuses.

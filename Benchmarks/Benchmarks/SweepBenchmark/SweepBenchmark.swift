@@ -1,0 +1,40 @@
+import Benchmark
+import PortsweepEngine
+import PortsweepSweep
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ports per second of the full TCP test (listen, connect, accept, a line each way, close) on loopback, through
+/// the same public API the CLI uses. Run in a fresh network namespace (./run does) so no TIME_WAIT counts.
+let benchmarks: @Sendable () -> Void = {
+    signal(SIGPIPE, SIG_IGN)
+    _ = DescriptorBudget.raise()
+    let group = EventLoopGroup()
+
+    func sweep(_ spec: String, _ benchmark: Benchmark) async throws {
+        let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: spec)), group: group)
+        benchmark.startMeasurement()
+        let (results, summary) = try await sweep.run()
+        benchmark.stopMeasurement()
+        precondition(summary.allPassed, "a loopback port did not pass: \(summary.counts)")
+        blackHole(results)
+        benchmark.measurement(.custom("ports/s", polarity: .prefersLarger, useScalingFactor: false),
+                              Int(summary.portsPerSecond))
+    }
+
+    let portsPerSecond = BenchmarkMetric.custom("ports/s", polarity: .prefersLarger, useScalingFactor: false)
+
+    // mallocCountTotal is per iteration, i.e. per 10,000 ports.
+    Benchmark("TCP sweep of 10,000 loopback ports",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal, .syscalls, portsPerSecond],
+                                   maxDuration: .seconds(20), maxIterations: 20)) { benchmark in
+        try await sweep("20000-29999", benchmark)
+    }
+
+    Benchmark("TCP sweep of 1-65535",
+              configuration: .init(metrics: [.wallClock, portsPerSecond], maxDuration: .seconds(30), maxIterations: 5)) { benchmark in
+        try await sweep("1-65535", benchmark)
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+
+/// The `portsweep sweep` command as users and scripts meet it: its output, exit statuses and errors.
+@Suite struct CommandLineTests {
+    @Test(arguments: [
+        (["--ports", "0"], "'0'"),
+        (["--ports", "70000"], "70000"),
+        (["--ports", "10-5"], "10-5"),
+        (["--ports", "abc"], "abc"),
+        (["--timeout", "-1"], "-1"),
+        (["--timeout", "abc"], "abc"),
+        (["--target", "999.1.1.1"], "999.1.1.1"),
+        (["--bind", "::1"], "::1"),
+        (["--concurrency", "0"], "0"),
+        (["--test-single-port", "65536"], "65536"),
+        (["--format", "xml"], "xml"),
+        (["--tcp-only", "--udp-only"], "--udp-only"),
+        (["--bogus"], "--bogus"),
+    ])
+    func badInputGetsOneLineNamingTheValueAndExit64(arguments: [String], named: String) throws {
+        let run = try Portsweep.run(["sweep"] + arguments)
+        #expect(run.status == 64, "exit status for \(arguments)")
+        #expect(run.errorLines.count == 1, "stderr: \(run.stderr)")
+        #expect(run.stderr.contains(named), "stderr: \(run.stderr)")
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test func udpOnlySaysItIsNotThereYet() throws {
+        let run = try Portsweep.run(["sweep", "--udp-only", "--ports", "40000"])
+        #expect(run.status == 64)
+        #expect(run.errorLines.count == 1 && run.stderr.contains("UDP"))
+    }
+
+    @Test func helpExitsZero() throws {
+        let run = try Portsweep.run(["sweep", "--help"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("--test-single-port"))
+    }
+
+    @Test func singlePortExitStatusIsItsOutcomeBits() throws {
+        let free = try HeldPort.freePort()
+        let pass = try Portsweep.run(["sweep", "--test-single-port", "\(free)"])
+        #expect(pass.status == 0)
+        #expect(pass.stdout.isEmpty && pass.stderr.isEmpty)
+
+        let held = try HeldPort()
+        defer { held.close() }
+        let used = try Portsweep.run(["sweep", "--test-single-port", "\(held.port)"])
+        #expect(used.status == 8)
+        #expect(used.stdout.isEmpty)
+
+        // Listeners on 127.0.0.2, target 127.0.0.1: nothing answers there, the connection is refused: FAIL.
+        let failed = try Portsweep.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2"])
+        #expect(failed.status == 1)
+    }
+
+    @Test func aHeldPortIsReportedUsedAndTheSweepExits1() throws {
+        let held = try HeldPort()
+        defer { held.close() }
+        let run = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--always-print-protocol"])
+        #expect(run.status == 1)
+        #expect(run.lines == ["[USED] TCP \(held.port)"])
+        #expect(run.stderr.contains("WARNING: Target is localhost. All tests should succeed."))
+        #expect(run.stderr.contains("WARNING: To test external connectivity, use your external IP address with --target"))
+        #expect(run.stderr.contains("1 USED"))
+    }
+
+    @Test func aBindAddressThatIsNotLocalIsALocalError() throws {
+        let run = try Portsweep.run(["sweep", "--ports", "40000", "--target", "192.0.2.1", "--bind", "192.0.2.1"])
+        #expect(run.status == 2)
+        #expect(run.errorLines.last?.contains("192.0.2.1") == true)
+    }
+
+    @Test func jsonAndCsvCarryCodeAndWord() throws {
+        let held = try HeldPort()
+        defer { held.close() }
+        let json = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "json", "--quiet"])
+        #expect(json.status == 1)
+        let object = try JSONSerialization.jsonObject(with: Data(json.lines[0].utf8)) as? [String: Any]
+        #expect(object?["code"] as? Int == 8 && object?["result"] as? String == "USED")
+        #expect(object?["first"] as? Int == Int(held.port) && object?["errno"] as? String == "EADDRINUSE")
+        #expect(json.stderr.isEmpty)
+        let csv = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "csv", "--no-group", "-q"])
+        #expect(csv.lines == ["port,protocol,code,result,errno", "\(held.port),TCP,8,USED,EADDRINUSE"])
+    }
+
+    @Test func netcatPathIsAcceptedAndIgnored() throws {
+        let free = try HeldPort.freePort()
+        let run = try Portsweep.run(["sweep", "--ports", "\(free)", "--netcat-path", "/bin/nc", "-q", "--error-codes"])
+        #expect(run.status == 0)
+        #expect(run.lines == ["[0] \(free)"])
+    }
+}

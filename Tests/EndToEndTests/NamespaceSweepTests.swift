@@ -1,0 +1,36 @@
+import Foundation
+import Testing
+
+/// Big sweeps and privilege checks, each in a network namespace of its own: a fresh loopback with no other
+/// listener and no TIME_WAIT from earlier runs. Root only (CI runs as root).
+@Suite(.enabled(if: Portsweep.canMakeNamespaces, "needs root, unshare and ip to make network namespaces"))
+struct NamespaceSweepTests {
+    @Test func everyTCPPortPasses() throws {
+        for _ in 0..<2 {
+            let run = try Portsweep.run(["sweep", "--ports", "-", "--tcp-only", "--always-print-protocol"], inNamespace: true)
+            #expect(run.lines == ["[PASS] TCP 1-65535"], "stderr: \(run.stderr)")
+            #expect(run.status == 0)
+            print("full sweep: \(run.errorLines.last ?? "")")
+        }
+    }
+
+    @Test func privilegedPortsAsNobodyAreSudo() throws {
+        let run = try Portsweep.run(["sweep", "--ports", "1020-1030"], inNamespace: true, asUser: "nobody")
+        #expect(run.lines == ["[SUDO] 1020-1023", "[PASS] 1024-1030"], "stderr: \(run.stderr)")
+        #expect(run.status == 1)
+        let single = try Portsweep.run(["sweep", "--test-single-port", "80"], inNamespace: true, asUser: "nobody")
+        #expect(single.status == 4)
+    }
+
+    @Test func ipv6LoopbackPasses() throws {
+        let run = try Portsweep.run(["sweep", "--ports", "1-2000", "--target", "::1", "-q"], inNamespace: true)
+        #expect(run.lines == ["[PASS] 1-2000"], "stderr: \(run.stderr)")
+        #expect(run.status == 0)
+    }
+
+    @Test func verboseShowsTheWindow() throws {
+        let run = try Portsweep.run(["sweep", "--ports", "1-100", "--verbose"], inNamespace: true)
+        #expect(run.stderr.contains("window"))
+        #expect(run.stderr.contains("RLIMIT_NOFILE"))
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+/// Runs the built `portsweep` binary, optionally inside a fresh network namespace (`unshare -n`, loopback up)
+/// and as an unprivileged user.
+enum Portsweep {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+        var errorLines: [String] { stderr.split(separator: "\n").map(String.init) }
+    }
+
+    /// The binary sits next to the test bundle in the build directory.
+    static var binary: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while dir.pathExtension == "xctest" || dir.lastPathComponent == "Contents" || dir.lastPathComponent == "MacOS" {
+            dir.deleteLastPathComponent()
+        }
+        return dir.appendingPathComponent("portsweep").path
+    }
+
+    static var isRoot: Bool { geteuid() == 0 }
+
+    /// Whether this machine lets us make network namespaces (root with unshare and ip).
+    static var canMakeNamespaces: Bool {
+        isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+            && (FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip"))
+    }
+
+    static func run(_ arguments: [String], inNamespace: Bool = false, asUser user: String? = nil,
+                    timeout: Duration = .seconds(120)) throws -> Run {
+        var command = [binary] + arguments
+        if let user {
+            command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups"] + command
+        }
+        if inNamespace {
+            command = ["/usr/bin/unshare", "-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"] + command
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Read both pipes to the end (concurrently, so neither fills up), then reap.
+        let outData = Locked<Data>(Data()), errData = Locked<Data>(Data())
+        let readers = DispatchGroup()
+        for (pipe, sink) in [(out, outData), (err, errData)] {
+            readers.enter()
+            DispatchQueue.global().async {
+                sink.value = pipe.fileHandleForReading.readDataToEndOfFile()
+                readers.leave()
+            }
+        }
+        let seconds = Double(timeout.components.seconds)
+        if readers.wait(timeout: .now() + seconds) == .timedOut {
+            process.terminate()
+            Issue.record("portsweep \(arguments.joined(separator: " ")) did not finish within \(seconds) s")
+            readers.wait()
+        }
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus,
+                   stdout: String(decoding: outData.value, as: UTF8.self),
+                   stderr: String(decoding: errData.value, as: UTF8.self))
+    }
+}
+
+final class Locked<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value: T
+    init(_ value: T) { _value = value }
+    var value: T {
+        get { lock.withLock { _value } }
+        set { lock.withLock { _value = newValue } }
+    }
+}
+
+/// A listening socket this test holds, as "another process" would.
+final class HeldPort {
+    let fd: Int32
+    let port: UInt16
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &len) == 0
+            }
+        }
+        try #require(ok)
+        port = UInt16(bigEndian: addr.sin_port)
+    }
+
+    /// A port that was free a moment ago.
+    static func freePort() throws -> UInt16 {
+        let held = try HeldPort()
+        defer { held.close() }
+        return held.port
+    }
+
+    func close() { Glibc.close(fd) }
+}
