@@ -22,6 +22,18 @@ enum Portsweep {
         return dir.appendingPathComponent("portsweep").path
     }
 
+    /// A copy of the binary that any user can run, wherever the build directory is (its parents may be private).
+    static func publicCopy() throws -> String {
+        let path = NSTemporaryDirectory() + "portsweep-e2e-\(getpid())"
+        if !FileManager.default.fileExists(atPath: path) {
+            try? FileManager.default.removeItem(atPath: path + ".tmp")
+            try FileManager.default.copyItem(atPath: binary, toPath: path + ".tmp")
+            chmod(path + ".tmp", 0o755)
+            rename(path + ".tmp", path)
+        }
+        return path
+    }
+
     static var isRoot: Bool { geteuid() == 0 }
 
     /// Whether this machine lets us make network namespaces (root with unshare and ip).
@@ -34,6 +46,7 @@ enum Portsweep {
                     timeout: Duration = .seconds(120)) throws -> Run {
         var command = [binary] + arguments
         if let user {
+            command[0] = try publicCopy()
             command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups"] + command
         }
         if inNamespace {
