@@ -34,11 +34,14 @@ let package = Package(
         // The engine: domain values, per-port state machines, the scheduler.
         .target(
             name: "PortsweepEngine",
-            dependencies: ["UVLoop", "CLibUV", .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: ["UVLoop", "CLibUV"],
             swiftSettings: strict),
 
         // The sweep mode: a configuration in, an AsyncSequence of results out.
-        .target(name: "PortsweepSweep", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
+        .target(
+            name: "PortsweepSweep",
+            dependencies: ["PortsweepEngine", "UVLoop", .product(name: "Metrics", package: "swift-metrics")],
+            swiftSettings: strict),
 
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
         .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),

@@ -14,6 +14,7 @@ final class ResultBoard: Sendable {
     private let state: Mutex<State>
     private let completedCount = Atomic<Int>(0)
     private let emit: @Sendable ([PortResult]) -> Void
+    private let metrics = SweepMetrics()
 
     /// `ports` ascending; `emit` receives runs of results in port order (called under no lock, from a loop thread).
     init(ports: [UInt16], emit: @escaping @Sendable ([PortResult]) -> Void) {
@@ -40,6 +41,7 @@ final class ResultBoard: Sendable {
             return state.results[start..<state.cursor].map { $0! }
         }
         completedCount.add(batch.count, ordering: .relaxed)
+        metrics.record(batch)
         if !ready.isEmpty { emit(ready) }
     }
 }
