@@ -42,7 +42,8 @@ enum Portsweep {
             && (FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip"))
     }
 
-    static func run(_ arguments: [String], inNamespace: Bool = false, asUser user: String? = nil,
+    /// `setup`: shell commands run inside the namespace before portsweep starts (an nftables ruleset, say).
+    static func run(_ arguments: [String], inNamespace: Bool = false, setup: String = "", asUser user: String? = nil,
                     timeout: Duration = .seconds(120)) throws -> Run {
         var command = [binary] + arguments
         if let user {
@@ -50,7 +51,7 @@ enum Portsweep {
             command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups"] + command
         }
         if inNamespace {
-            command = ["/usr/bin/unshare", "-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"] + command
+            command = ["/usr/bin/unshare", "-n", "sh", "-c", "set -e; ip link set lo up; \(setup)\nexec \"$@\"", "sh"] + command
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: command[0])
