@@ -16,7 +16,8 @@ final class ResultBoard: Sendable {
     private let emit: @Sendable ([PortResult]) -> Void
     private let metrics = SweepMetrics()
 
-    /// `ports` ascending; `emit` receives runs of results in port order (called under no lock, from a loop thread).
+    /// `ports` ascending; `emit` receives runs of results in port order (called under the board's lock, from a loop
+    /// thread: it must not call back into the board).
     init(ports: [UInt16], emit: @escaping @Sendable ([PortResult]) -> Void) {
         var position = [Int32](repeating: -1, count: 65536)
         for (i, port) in ports.enumerated() { position[Int(port)] = Int32(i) }
@@ -31,17 +32,18 @@ final class ResultBoard: Sendable {
     var counts: [Outcome: Int] { state.withLock { $0.counts } }
 
     func post(_ batch: [PortResult]) {
-        let ready: [PortResult] = state.withLock { state in
+        // Emitting under the lock keeps runs in port order when two loops post at once; `emit` only yields to an
+        // AsyncStream, which never calls back into the board.
+        state.withLock { state in
             for result in batch {
                 state.results[Int(position[Int(result.port)])] = result
                 state.counts[result.outcome, default: 0] += 1
             }
             let start = state.cursor
             while state.cursor < state.results.count, state.results[state.cursor] != nil { state.cursor += 1 }
-            return state.results[start..<state.cursor].map { $0! }
+            if state.cursor > start { emit(state.results[start..<state.cursor].map { $0! }) }
         }
         completedCount.add(batch.count, ordering: .relaxed)
         metrics.record(batch)
-        if !ready.isEmpty { emit(ready) }
     }
 }

@@ -111,9 +111,8 @@ extension EventLoop {
 }
 
 /// An actor on a loop's executor, for one-off work that must run there.
-actor LoopBound {
+actor LoopBound: LoopActor {
     nonisolated let loop: EventLoop
-    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     init(_ loop: EventLoop) { self.loop = loop }
 
     func sleep(for duration: Duration) async throws {

@@ -182,3 +182,13 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     }
 }
 
+
+/// An actor whose executor is a loop: its methods run on the loop's thread, so the compiler, not a comment,
+/// keeps libuv calls there. C callbacks of its handles run on that thread too.
+public protocol LoopActor: Actor {
+    nonisolated var loop: EventLoop { get }
+}
+
+extension LoopActor {
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+}

@@ -123,9 +123,8 @@ final class TCPCore: @unchecked Sendable {
 }
 
 /// A connected TCP stream on one loop. Every await has a deadline; every method runs on the loop.
-public actor TCPConnection {
+public actor TCPConnection: LoopActor {
     public nonisolated let loop: EventLoop
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     nonisolated let core: TCPCore
 
     init(core: TCPCore) {
@@ -214,9 +213,8 @@ private final class WriteRequest {
 }
 
 /// A listening TCP socket on one loop.
-public actor TCPListener {
+public actor TCPListener: LoopActor {
     public nonisolated let loop: EventLoop
-    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     nonisolated let core: TCPCore
 
     init(core: TCPCore) {

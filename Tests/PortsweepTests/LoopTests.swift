@@ -11,9 +11,8 @@ extension SocketTests {
 @Suite struct LoopTests {
     static let group = EventLoopGroup(loopCount: 2)
 
-    actor OnLoop {
+    actor OnLoop: LoopActor {
         nonisolated let loop: EventLoop
-        nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
         init(_ loop: EventLoop) { self.loop = loop }
         func onLoopThread() -> Bool { loop.inEventLoop }
     }
