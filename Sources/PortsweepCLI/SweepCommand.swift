@@ -34,10 +34,13 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Deadline of each step of a port's test, in seconds (fractions allowed).", valueName: "SECONDS"))
     var timeout: Double = 3
 
-    @Flag(name: .long, help: "Test TCP only.")
+    @Option(name: .long, help: ArgumentHelp("UDP: how many times the client's line is resent within a step.", valueName: "N"))
+    var retries: Int = 2
+
+    @Flag(name: .long, help: "Test TCP only (default: TCP and UDP).")
     var tcpOnly = false
 
-    @Flag(name: .long, help: "Test UDP only.")
+    @Flag(name: .long, help: "Test UDP only (default: TCP and UDP).")
     var udpOnly = false
 
     @Flag(name: .long, help: "One line per port instead of groups of consecutive ports.")
@@ -110,6 +113,9 @@ struct SweepCommand: AsyncParsableCommand {
         _ = try portSet()
         _ = try bindAddress()
         try validateTimeout()
+        if retries < 0 || retries > 100 {
+            throw ValidationError("invalid --retries '\(retries)': must be from 0 to 100")
+        }
         if let concurrency, concurrency < 1 {
             throw ValidationError("invalid --concurrency '\(concurrency)': must be at least 1")
         }
@@ -120,10 +126,6 @@ struct SweepCommand: AsyncParsableCommand {
 
     func run() async throws {
         let singlePort = testSinglePort != nil
-        if udpOnly {
-            Terminal.error("portsweep: UDP sweeps are not implemented yet: only TCP can be tested (drop --udp-only)\n")
-            throw ExitCode(ExitStatus.usage)
-        }
         let (portSet, targetAddress, bindAddress) = (try portSet(), try targetAddress(), try bindAddress())
         let chatty = !quiet && !singlePort
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -137,7 +139,8 @@ struct SweepCommand: AsyncParsableCommand {
 
         let configuration = SweepConfiguration(
             ports: portSet, target: targetAddress, bind: bindAddress,
-            timeout: .milliseconds(Int64((timeout * 1000).rounded(.up))), concurrency: concurrency, transports: [.tcp])
+            timeout: .milliseconds(Int64((timeout * 1000).rounded(.up))), concurrency: concurrency,
+            transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], retries: retries)
         let group = EventLoopGroup()
         defer { group.shutdown() }
         let sweep: Sweep
@@ -147,7 +150,7 @@ struct SweepCommand: AsyncParsableCommand {
             Terminal.error("portsweep: \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
-        logger.info("sweeping \(sweep.total) TCP ports of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout) s per step")
+        logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout) s per step")
         logger.info("\(sweep.plan)")
 
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
@@ -155,7 +158,7 @@ struct SweepCommand: AsyncParsableCommand {
 
         var renderer = ResultRenderer(options: RenderOptions(
             format: format.value, grouped: !noGroup, showProtocol: alwaysPrintProtocol,
-            errorCodes: errorCodes, detailed: verbose))
+            errorCodes: errorCodes, detailed: verbose, bothProtocols: configuration.transports.count == 2))
         let out = OutputBuffer()
         var singleOutcome = Outcome.pass
         do {
@@ -184,7 +187,8 @@ struct SweepCommand: AsyncParsableCommand {
         if chatty {
             let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
             Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
-                                                             retried: summary.retried) + "\n")
+                                                             retried: summary.retried,
+                                                             protocols: configuration.transports.count) + "\n")
         }
         if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
     }

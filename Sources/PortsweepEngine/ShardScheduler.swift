@@ -5,23 +5,38 @@ import UVLoop
 /// A probe reports each port exactly once through `finish`/`requeue` and hands the slot back with `release` once
 /// every handle of the slot is closed (libuv owns a handle's memory until its close callback).
 protocol PortProbe: AnyObject {
+    /// The protocol this probe tests.
+    var transport: Transport { get }
     /// Begins the test of `port` in `slot`.
     func start(_ slot: Int32, port: UInt16)
     /// The current step of `slot` missed its deadline.
     func expire(_ slot: Int32)
     /// The sweep was cancelled: close the slot without a result.
     func abandon(_ slot: Int32)
+    /// A retransmit interval of `slot`'s current step has passed (only with `ShardSettings.retransmitInterval`).
+    func retransmit(_ slot: Int32)
+    /// The shard is done: close shard-wide handles, then call `closed` (on the loop).
+    func close(then closed: @escaping () -> Void)
+}
+
+extension PortProbe {
+    func retransmit(_ slot: Int32) {}
+    func close(then closed: @escaping () -> Void) { closed() }
 }
 
 /// Why a shard stopped before testing every port; a problem of this machine, never a port's result.
 public enum LocalFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// Not a single port could get its descriptors (EMFILE/ENFILE with nothing else in flight).
     case descriptorsExhausted(errno: Int32)
+    /// The shared UDP client socket could not be opened.
+    case clientSocket(errno: Int32)
 
     public var description: String {
         switch self {
         case .descriptorsExhausted(let errno):
             return "out of file descriptors (\(UVError.name(ofErrno: errno))) even with a single port in flight"
+        case .clientSocket(let errno):
+            return "cannot open the UDP client socket: \(UVError.name(ofErrno: errno))"
         }
     }
 }
@@ -47,11 +62,15 @@ public struct ShardSettings: Sendable {
     public var stallAfter: Duration
     /// A final pass: EADDRINUSE is reported as USED instead of being set aside for a retry.
     public var isRetryPass: Bool
+    /// Datagram probes resend this often within a step (nil: never).
+    public var retransmitInterval: Duration?
     /// Ports started per loop iteration at most: uv_now() is cached per iteration, so a long start-up batch
     /// would stamp ports with a stale time and let replies pile up unread.
     public var startBatch = 128
 
-    public init(window: Int, capacity: Int, timeout: Duration, isRetryPass: Bool = false) {
+    public init(window: Int, capacity: Int, timeout: Duration, isRetryPass: Bool = false,
+                retransmitInterval: Duration? = nil) {
+        self.retransmitInterval = retransmitInterval
         self.window = max(1, window)
         self.capacity = max(self.window, capacity)
         self.timeout = timeout
@@ -74,6 +93,8 @@ public final class ShardScheduler {
     private var free: [Int32]
     private var slotPort: [UInt16]
     private var parked: [Bool]
+    /// The slot's port has no verdict yet (its deadline is live).
+    private var live: [Bool]
     private var stepStart: [UInt64]
     private var wheel: DeadlineWheel
     private var due: [Int32] = []
@@ -85,6 +106,7 @@ public final class ShardScheduler {
     private var finished = false
     private let timeoutMs: UInt64
     private let stallMs: UInt64
+    private let retransmitMs: UInt64?
     var probe: (any PortProbe)!
 
     private let check = uvAllocate(uv_check_t.self)
@@ -108,10 +130,12 @@ public final class ShardScheduler {
         free = (0..<Int32(slots)).reversed()
         slotPort = [UInt16](repeating: 0, count: slots)
         parked = [Bool](repeating: false, count: slots)
+        live = [Bool](repeating: false, count: slots)
         stepStart = [UInt64](repeating: 0, count: slots)
         timeoutMs = max(1, settings.timeout.milliseconds)
         stallMs = min(timeoutMs, max(1, settings.stallAfter.milliseconds))
-        let granularity = max(1, min(50, stallMs / 5))
+        retransmitMs = settings.retransmitInterval.map { max(1, $0.milliseconds) }
+        let granularity = max(1, min(50, min(stallMs, retransmitMs ?? stallMs) / 5))
         wheel = DeadlineWheel(slots: slots, granularity: granularity, buckets: 4096, now: uv_now(loop.uv))
     }
 
@@ -130,7 +154,7 @@ public final class ShardScheduler {
         }
         // The coarse timer only wakes the loop; deadlines are swept after the poll, when replies already in the
         // kernel have been read (sweeping in the timer callback, before I/O, gives false timeouts).
-        let period = max(1, min(50, stallMs / 5))
+        let period = max(1, min(50, min(stallMs, retransmitMs ?? stallMs) / 5))
         uv_timer_start(tick, { _ in }, period, period)
         uv_update_time(loop.uv)
         fill()
@@ -144,6 +168,7 @@ public final class ShardScheduler {
         requeued.removeAll()
         for slot in 0..<Int32(settings.capacity) where slotPort[Int(slot)] != 0 {
             wheel.cancel(slot)
+            live[Int(slot)] = false
             probe.abandon(slot)
         }
         fill()
@@ -155,17 +180,28 @@ public final class ShardScheduler {
     func beginStep(_ slot: Int32) {
         let now = self.now
         stepStart[Int(slot)] = now
-        wheel.schedule(slot, at: now + (parked[Int(slot)] ? timeoutMs : stallMs))
+        wheel.schedule(slot, at: nextWake(slot, now: now))
+    }
+
+    /// The step's deadline, or earlier: when it stalls (leaves the window) or is due a retransmit.
+    private func nextWake(_ slot: Int32, now: UInt64) -> UInt64 {
+        let s = Int(slot)
+        let start = stepStart[s]
+        var wake = start + timeoutMs
+        if !parked[s] { wake = min(wake, start + stallMs) }
+        if let retransmitMs { wake = min(wake, start + ((now - start) / retransmitMs + 1) * retransmitMs) }
+        return max(wake, now + 1)
     }
 
     /// The port of `slot` has its verdict. (Its handles may still be closing.)
     func finish(_ slot: Int32, _ outcome: Outcome, errno: Int32 = 0) {
         wheel.cancel(slot)
+        live[Int(slot)] = false
         let port = slotPort[Int(slot)]
         if outcome == .used && !settings.isRetryPass {
             retryCandidates.append(port)
         } else if !stopping {
-            pending.append(PortResult(port: port, transport: .tcp, outcome: outcome, errno: errno))
+            pending.append(PortResult(port: port, transport: probe.transport, outcome: outcome, errno: errno))
         }
     }
 
@@ -173,6 +209,7 @@ public final class ShardScheduler {
     /// shard holds fewer ports from now on. Never a port's result.
     func requeue(_ slot: Int32, errno: Int32) {
         wheel.cancel(slot)
+        live[Int(slot)] = false
         guard !stopping else { return }
         if busy <= 1 {
             failure = .descriptorsExhausted(errno: errno)
@@ -220,6 +257,7 @@ public final class ShardScheduler {
             }
             guard let slot = free.popLast(), let port = nextPort() else { break }
             slotPort[Int(slot)] = port
+            live[Int(slot)] = true
             busy += 1
             active += 1
             started += 1
@@ -235,13 +273,17 @@ public final class ShardScheduler {
         wheel.collectDue(now: now, into: &due)
         for slot in due {
             let s = Int(slot)
-            if parked[s] || now - stepStart[s] >= timeoutMs {
+            let age = now - stepStart[s]
+            if age >= timeoutMs {
                 probe.expire(slot)
-            } else {
+                continue
+            }
+            if !parked[s] && age >= stallMs {
                 parked[s] = true
                 active -= 1
-                wheel.schedule(slot, at: stepStart[s] + timeoutMs)
             }
+            if retransmitMs != nil { probe.retransmit(slot) }
+            if live[s] && !wheel.isScheduled(slot) { wheel.schedule(slot, at: nextWake(slot, now: now)) }
         }
         if !due.isEmpty {
             due.removeAll(keepingCapacity: true)
@@ -260,6 +302,10 @@ public final class ShardScheduler {
         guard !finished else { return }
         finished = true
         flush()
+        probe.close { [self] in closeOwnHandles() }
+    }
+
+    private func closeOwnHandles() {
         let onClose: uv_close_cb = { handle in
             let shard = Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
             shard.handlesOpen -= 1

@@ -36,6 +36,7 @@ final class TCPProbe: PortProbe {
     static let request = ProtocolLine("client -> server\n")
     static let reply = ProtocolLine("server -> client\n")
 
+    let transport = Transport.tcp
     unowned(unsafe) let scheduler: ShardScheduler
     private let uvLoop: UnsafeMutablePointer<uv_loop_t>
     private let capacity: Int

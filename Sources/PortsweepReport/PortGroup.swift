@@ -8,8 +8,12 @@ public struct PortGroup: Sendable, Hashable {
     public var outcome: Outcome
     /// The errno shared by every port of the group (only kept when grouping by errno too).
     public var errno: Int32
+    /// TCP and UDP had this same verdict over these ports: one line, `TCP/UDP`.
+    public var bothProtocols = false
 
-    public init(transport: Transport, first: UInt16, last: UInt16, outcome: Outcome, errno: Int32 = 0) {
+    public init(transport: Transport, first: UInt16, last: UInt16, outcome: Outcome, errno: Int32 = 0,
+                bothProtocols: Bool = false) {
+        self.bothProtocols = bothProtocols
         self.transport = transport
         self.first = first
         self.last = last
@@ -18,6 +22,7 @@ public struct PortGroup: Sendable, Hashable {
     }
 
     public var portText: String { first == last ? "\(first)" : "\(first)-\(last)" }
+    public var protocolText: String { bothProtocols ? "TCP/UDP" : transport.rawValue }
     public var count: Int { Int(last) - Int(first) + 1 }
 }
 
@@ -59,5 +64,52 @@ public struct Grouper: Sendable {
         var out = results.compactMap { grouper.add($0) }
         out += grouper.finish()
         return out
+    }
+}
+
+/// Groups results of a run that tested TCP and UDP, arriving in port order with TCP before UDP for each port,
+/// by the pair of verdicts: where both protocols agree over a run of ports, one `TCP/UDP` group; where they
+/// differ, a TCP group and a UDP group over the same ports.
+public struct ProtocolPairGrouper: Sendable {
+    private struct Pair: Equatable {
+        var tcp: Outcome, tcpErrno: Int32
+        var udp: Outcome, udpErrno: Int32
+    }
+
+    public let byErrno: Bool
+    private var heldTCP: PortResult?
+    private var open: (first: UInt16, last: UInt16, pair: Pair)?
+
+    public init(byErrno: Bool = false) { self.byErrno = byErrno }
+
+    /// Adds a result; returns the groups it closed (in print order).
+    public mutating func add(_ result: PortResult) -> [PortGroup] {
+        guard result.transport == .udp else {
+            heldTCP = result
+            return []
+        }
+        guard let tcp = heldTCP, tcp.port == result.port else { return [] }
+        heldTCP = nil
+        let pair = Pair(tcp: tcp.outcome, tcpErrno: byErrno ? tcp.errno : 0,
+                        udp: result.outcome, udpErrno: byErrno ? result.errno : 0)
+        if let current = open, current.pair == pair, result.port == current.last &+ 1 {
+            open = (current.first, result.port, pair)
+            return []
+        }
+        let closed = finish()
+        open = (result.port, result.port, pair)
+        return closed
+    }
+
+    /// Closes and returns the open groups.
+    public mutating func finish() -> [PortGroup] {
+        guard let (first, last, pair) = open else { return [] }
+        open = nil
+        if pair.tcp == pair.udp && pair.tcpErrno == pair.udpErrno {
+            return [PortGroup(transport: .tcp, first: first, last: last, outcome: pair.tcp, errno: pair.tcpErrno,
+                              bothProtocols: true)]
+        }
+        return [PortGroup(transport: .tcp, first: first, last: last, outcome: pair.tcp, errno: pair.tcpErrno),
+                PortGroup(transport: .udp, first: first, last: last, outcome: pair.udp, errno: pair.udpErrno)]
     }
 }

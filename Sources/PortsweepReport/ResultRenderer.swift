@@ -18,9 +18,12 @@ public struct RenderOptions: Sendable {
     public var errorCodes = false
     /// Add the errno behind non-PASS verdicts (text; JSON and CSV always carry it).
     public var detailed = false
+    /// Both TCP and UDP are tested: text merges the protocols where they agree (`[PASS] TCP/UDP 80-90`).
+    public var bothProtocols = false
 
     public init(format: OutputFormat = .text, grouped: Bool = true, showProtocol: Bool = false,
-                errorCodes: Bool = false, detailed: Bool = false) {
+                errorCodes: Bool = false, detailed: Bool = false, bothProtocols: Bool = false) {
+        self.bothProtocols = bothProtocols
         self.format = format
         self.grouped = grouped
         self.showProtocol = showProtocol
@@ -34,6 +37,8 @@ public struct RenderOptions: Sendable {
 public struct ResultRenderer {
     public let options: RenderOptions
     private var grouper: Grouper
+    private var pairGrouper: ProtocolPairGrouper
+    private var pairs: Bool { options.bothProtocols && options.format == .text && options.grouped }
     private let encoder: JSONEncoder
     private var headerDone = false
 
@@ -41,6 +46,7 @@ public struct ResultRenderer {
         self.options = options
         // JSON and CSV records always carry the errno, so they split groups by it as well.
         grouper = Grouper(byErrno: options.detailed || options.format != .text)
+        pairGrouper = ProtocolPairGrouper(byErrno: options.detailed)
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]  // stable key order for scripts that diff
     }
@@ -58,12 +64,13 @@ public struct ResultRenderer {
             return [line(PortGroup(transport: result.transport, first: result.port, last: result.port,
                                    outcome: result.outcome, errno: result.errno))]
         }
+        if pairs { return pairGrouper.add(result).map(line) }
         return grouper.add(result).map { [line($0)] } ?? []
     }
 
     /// The lines of the groups still open.
     public mutating func finish() -> [String] {
-        grouper.finish().map(line)
+        (pairs ? pairGrouper.finish() : grouper.finish()).map(line)
     }
 
     public func line(_ group: PortGroup) -> String {
@@ -72,7 +79,7 @@ public struct ResultRenderer {
         case .text:
             let verdict = options.errorCodes ? "\(group.outcome.rawValue)" : group.outcome.word
             var text = "[\(verdict)] "
-            if options.showProtocol { text += "\(group.transport.rawValue) " }
+            if options.showProtocol || options.bothProtocols { text += "\(group.protocolText) " }
             text += group.portText
             if options.detailed && !errnoName.isEmpty { text += " (\(errnoName))" }
             return text

@@ -2,11 +2,16 @@ public import PortsweepEngine
 
 /// The end-of-sweep summary for people: counts per verdict, elapsed time, ports per second.
 public enum SummaryText {
-    public static func line(counts: [Outcome: Int], total: Int, seconds: Double, retried: Int = 0) -> String {
+    /// `total` counts tests (a port tested for TCP and UDP counts twice); `protocols` is how many were tested.
+    public static func line(counts: [Outcome: Int], total: Int, seconds: Double, retried: Int = 0,
+                            protocols: Int = 1) -> String {
         let rate = seconds > 0 ? Double(total) / seconds : 0
         let parts = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key.word)" }
-        var text = "\(total) port\(total == 1 ? "" : "s") in \(format(seconds, digits: 2)) s"
-            + " (\(grouped(Int(rate.rounded()))) ports/s): " + parts.joined(separator: ", ")
+        let what = protocols > 1
+            ? "\(total / protocols) ports, TCP and UDP (\(total) tests)"
+            : "\(total) port\(total == 1 ? "" : "s")"
+        var text = "\(what) in \(format(seconds, digits: 2)) s"
+            + " (\(grouped(Int(rate.rounded()))) \(protocols > 1 ? "tests" : "ports")/s): " + parts.joined(separator: ", ")
         if retried > 0 { text += "; \(retried) retried after EADDRINUSE" }
         return text
     }

@@ -11,18 +11,20 @@ final class ResultBoard: Sendable {
     }
 
     private let position: [Int32]
+    private let transports: [Transport]
     private let state: Mutex<State>
     private let completedCount = Atomic<Int>(0)
     private let emit: @Sendable ([PortResult]) -> Void
     private let metrics = SweepMetrics()
 
-    /// `ports` ascending; `emit` receives runs of results in port order (called under the board's lock, from a loop
+    /// `ports` ascending, each tested for every one of `transports` (TCP first); `emit` receives runs of results in port order (called under the board's lock, from a loop
     /// thread: it must not call back into the board).
-    init(ports: [UInt16], emit: @escaping @Sendable ([PortResult]) -> Void) {
+    init(ports: [UInt16], transports: [Transport], emit: @escaping @Sendable ([PortResult]) -> Void) {
         var position = [Int32](repeating: -1, count: 65536)
-        for (i, port) in ports.enumerated() { position[Int(port)] = Int32(i) }
+        for (i, port) in ports.enumerated() { position[Int(port)] = Int32(i * transports.count) }
         self.position = position
-        state = Mutex(State(results: [PortResult?](repeating: nil, count: ports.count)))
+        self.transports = transports
+        state = Mutex(State(results: [PortResult?](repeating: nil, count: ports.count * transports.count)))
         self.emit = emit
     }
 
@@ -36,7 +38,8 @@ final class ResultBoard: Sendable {
         // AsyncStream, which never calls back into the board.
         state.withLock { state in
             for result in batch {
-                state.results[Int(position[Int(result.port)])] = result
+                let offset = result.transport == transports[0] ? 0 : 1
+                state.results[Int(position[Int(result.port)]) + offset] = result
                 state.counts[result.outcome, default: 0] += 1
             }
             let start = state.cursor

@@ -25,9 +25,10 @@ public final class Sweep: Sendable {
         // Guarded by the owning Sweep's `run` mutex.
         var handles: [ShardHandle] = []
         var shardsLeft: Int
-        var candidates: [UInt16] = []
+        var candidates: [Transport: [UInt16]] = [:]
         var failure: LocalFailure?
         var cancelled = false
+        var inRetryPass = false
         var retried = 0
         var summary: SweepSummary?
         let started = ContinuousClock.now
@@ -52,8 +53,8 @@ public final class Sweep: Sendable {
     /// Ports with a verdict so far (for progress displays); any thread.
     public var completed: Int { board.withLock { $0?.completed ?? 0 } }
 
-    /// The port count.
-    public var total: Int { ports.count }
+    /// The number of tests: ports times protocols.
+    public var total: Int { ports.count * configuration.transports.count }
 
     /// The summary, once the results sequence has ended.
     public var summary: SweepSummary? { run.withLock { $0?.summary } }
@@ -83,9 +84,12 @@ public final class Sweep: Sendable {
         if rc != 0 && errno == EADDRNOTAVAIL { throw .bindAddressNotLocal(ip, errno: errno) }
     }
 
-    func start(continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) throws(SweepError) {
-        let board = ResultBoard(ports: ports) { continuation.yield($0) }
-        let state = RunState(shards: plan.loops)
+    typealias Continuation = AsyncThrowingStream<[PortResult], any Error>.Continuation
+
+    func start(continuation: Continuation) throws(SweepError) {
+        let transports = configuration.orderedTransports
+        let board = ResultBoard(ports: ports, transports: transports) { continuation.yield($0) }
+        let state = RunState(shards: plan.loops * transports.count)
         let alreadyStarted = run.withLock { current -> Bool in
             if current != nil { return true }
             current = state
@@ -98,20 +102,33 @@ public final class Sweep: Sendable {
         // stream out in order with little buffering.
         var shares = [[UInt16]](repeating: [], count: plan.loops)
         for (i, port) in ports.enumerated() { shares[(i / 64) % plan.loops].append(port) }
-        let settings = ShardSettings(window: plan.windowPerLoop, capacity: plan.capacityPerLoop, timeout: configuration.timeout)
-        let (bind, target) = (configuration.bindAddress, configuration.target)
-        for (loop, share) in zip(group.loops, shares) {
-            loop.execute { [self] in
-                let handle = TCPShard.start(
-                    on: loop, ports: share, settings: settings, bind: bind, target: target,
-                    deliver: board.post,
-                    done: { end in self.shardEnded(end, board: board, continuation: continuation) })
-                let cancelled = run.withLock { _ in
-                    state.handles.append(handle)
-                    return state.cancelled
-                }
-                if cancelled { handle.cancel() }
+        for transport in transports {
+            let share = plan.shares[transport]!
+            let settings = settings(for: transport, window: share.windowPerLoop, capacity: share.capacityPerLoop)
+            for (loop, ports) in zip(group.loops, shares) {
+                launch(transport, on: loop, ports: ports, settings: settings, board: board, continuation: continuation)
             }
+        }
+    }
+
+    private func settings(for transport: Transport, window: Int, capacity: Int, retryPass: Bool = false) -> ShardSettings {
+        ShardSettings(window: window, capacity: capacity, timeout: configuration.timeout, isRetryPass: retryPass,
+                      retransmitInterval: transport == .udp ? configuration.retransmitInterval : nil)
+    }
+
+    private func launch(_ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
+                        board: ResultBoard, continuation: Continuation) {
+        let (bind, target) = (configuration.bindAddress, configuration.target)
+        loop.execute { [self] in
+            let handle = Shard.start(
+                transport, on: loop, ports: ports, settings: settings, bind: bind, target: target,
+                deliver: board.post,
+                done: { end in self.shardEnded(end, transport: transport, board: board, continuation: continuation) })
+            let cancelled = run.withLock { state in
+                state?.handles.append(handle)
+                return state?.cancelled ?? false
+            }
+            if cancelled { handle.cancel() }
         }
     }
 
@@ -124,11 +141,10 @@ public final class Sweep: Sendable {
         for handle in handles { handle.cancel() }
     }
 
-    private func shardEnded(_ end: ShardEnd, board: ResultBoard,
-                            continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) {
-        let next: (retry: [UInt16], finish: Bool)? = run.withLock { state in
+    private func shardEnded(_ end: ShardEnd, transport: Transport, board: ResultBoard, continuation: Continuation) {
+        let next: (retry: [Transport: [UInt16]], finish: Bool)? = run.withLock { state in
             guard let state else { return nil }
-            state.candidates += end.retryCandidates
+            if !end.retryCandidates.isEmpty { state.candidates[transport, default: []] += end.retryCandidates }
             if let failure = end.failure, state.failure == nil {
                 state.failure = failure
                 state.cancelled = true
@@ -137,11 +153,12 @@ public final class Sweep: Sendable {
             if end.cancelled { state.cancelled = true }
             state.shardsLeft -= 1
             guard state.shardsLeft == 0 else { return nil }
-            if state.cancelled || state.candidates.isEmpty { return ([], true) }
-            let retry = state.candidates.sorted()
-            state.candidates = []
-            state.retried = retry.count
-            state.shardsLeft = 1
+            if state.cancelled || state.inRetryPass || state.candidates.isEmpty { return ([:], true) }
+            let retry = state.candidates.mapValues { $0.sorted() }
+            state.candidates = [:]
+            state.inRetryPass = true
+            state.retried = retry.values.map(\.count).reduce(0, +)
+            state.shardsLeft = retry.count
             return (retry, false)
         }
         guard let next else { return }
@@ -151,23 +168,14 @@ public final class Sweep: Sendable {
         }
         // The retry pass: one port at a time, with no other client socket of ours open, so a port still in use
         // now is held by someone else.
-        let loop = group.loops[0]
-        let settings = ShardSettings(window: 1, capacity: 1, timeout: configuration.timeout, isRetryPass: true)
-        let (bind, target) = (configuration.bindAddress, configuration.target)
-        loop.execute { [self] in
-            let handle = TCPShard.start(
-                on: loop, ports: next.retry, settings: settings, bind: bind, target: target,
-                deliver: board.post,
-                done: { end in self.shardEnded(end, board: board, continuation: continuation) })
-            let cancelled = run.withLock { state in
-                state?.handles.append(handle)
-                return state?.cancelled ?? false
-            }
-            if cancelled { handle.cancel() }
+        for (transport, ports) in next.retry {
+            launch(transport, on: group.loops[0], ports: ports,
+                   settings: settings(for: transport, window: 1, capacity: 1, retryPass: true),
+                   board: board, continuation: continuation)
         }
     }
 
-    private func complete(board: ResultBoard, continuation: AsyncThrowingStream<[PortResult], any Error>.Continuation) {
+    private func complete(board: ResultBoard, continuation: Continuation) {
         let failure: LocalFailure? = run.withLock { state in
             guard let state else { return nil }
             state.summary = SweepSummary(

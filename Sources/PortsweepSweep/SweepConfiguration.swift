@@ -13,9 +13,13 @@ public struct SweepConfiguration: Sendable {
     /// Ports in flight over all loops; nil: a default sized for loopback, bounded by the descriptor limit.
     public var concurrency: Int?
     public var transports: Set<Transport>
+    /// UDP: how many times the client's line is resent within a step (datagrams get lost, even on loopback).
+    public var retries: Int
 
     public init(ports: PortSet, target: IPAddress = .loopbackV4, bind: IPAddress? = nil,
-                timeout: Duration = .seconds(3), concurrency: Int? = nil, transports: Set<Transport> = [.tcp]) {
+                timeout: Duration = .seconds(3), concurrency: Int? = nil, transports: Set<Transport> = [.tcp],
+                retries: Int = 2) {
+        self.retries = max(0, retries)
         self.ports = ports
         self.target = target
         self.bind = bind
@@ -25,41 +29,62 @@ public struct SweepConfiguration: Sendable {
     }
 
     public var bindAddress: IPAddress { bind ?? target.wildcard }
+
+    /// The protocols to test, TCP first.
+    public var orderedTransports: [Transport] { transports.sorted() }
+
+    /// UDP resends at this interval: the timeout split evenly over the first send and the retries.
+    public var retransmitInterval: Duration { timeout / (retries + 1) }
 }
 
-/// How a sweep will run: loops, window and slots, from the descriptor budget.
+/// How a sweep will run: loops, and per protocol the window and slots, from the descriptor budget.
 public struct SweepPlan: Sendable, CustomStringConvertible {
+    public struct Share: Sendable {
+        /// Ports actively in flight per loop.
+        public var windowPerLoop: Int
+        /// Slots per loop (active plus stalled ports), bounded by descriptors.
+        public var capacityPerLoop: Int
+    }
+
     public var loops: Int
-    /// Ports actively in flight per loop.
-    public var windowPerLoop: Int
-    /// Slots per loop (active plus stalled ports), bounded by descriptors.
-    public var capacityPerLoop: Int
+    public var shares: [Transport: Share]
     public var budget: DescriptorBudget
     /// The concurrency asked for, when the descriptor limit cut it down.
     public var requestedConcurrency: Int?
 
-    /// Descriptors one TCP port in flight needs: listener, client, accepted server.
-    public static let descriptorsPerTCPPort = 3
-    /// Default active ports per loop: on loopback 64-1024 is the plateau; larger only adds queueing delay.
-    public static let defaultWindowPerLoop = 256
+    /// Descriptors one port in flight needs: TCP a listener, a client and the accepted server; UDP its server
+    /// socket (the client socket is shared by the loop's ports).
+    public static func descriptorsPerPort(_ transport: Transport) -> Int { transport == .tcp ? 3 : 1 }
+
+    /// Default active ports per loop: on loopback larger windows only add queueing delay (and, for UDP,
+    /// retransmissions).
+    public static func defaultWindowPerLoop(_ transport: Transport) -> Int { transport == .tcp ? 256 : 512 }
 
     public init(configuration: SweepConfiguration, loops: Int, budget: DescriptorBudget) {
         let loops = max(1, loops)
-        let slotsTotal = budget.ports(perPort: SweepPlan.descriptorsPerTCPPort)
-        let wanted = configuration.concurrency ?? SweepPlan.defaultWindowPerLoop * loops
-        let window = min(wanted, slotsTotal)
+        let transports = configuration.orderedTransports
+        // Every protocol gets the same number of slots out of the descriptors.
+        let perSlotSet = transports.map(SweepPlan.descriptorsPerPort).reduce(0, +)
+        let slotsTotal = max(1, budget.available / max(1, perSlotSet))
         self.loops = loops
         self.budget = budget
-        self.requestedConcurrency = window < wanted ? wanted : nil
-        windowPerLoop = max(1, window / loops)
-        capacityPerLoop = max(windowPerLoop, slotsTotal / loops)
+        shares = [:]
+        for transport in transports {
+            let wanted = configuration.concurrency ?? SweepPlan.defaultWindowPerLoop(transport) * loops
+            let window = min(wanted, slotsTotal)
+            if window < wanted { requestedConcurrency = wanted }
+            let windowPerLoop = max(1, window / loops)
+            shares[transport] = Share(windowPerLoop: windowPerLoop, capacityPerLoop: max(windowPerLoop, slotsTotal / loops))
+        }
     }
 
-    public var window: Int { windowPerLoop * loops }
-
     public var description: String {
-        var text = "window \(window) ports in flight (\(windowPerLoop) per loop on \(loops) loop\(loops == 1 ? "" : "s")),"
-            + " up to \(capacityPerLoop * loops) with stalled ports; \(budget)"
+        var parts: [String] = []
+        for (transport, share) in shares.sorted(by: { $0.key < $1.key }) {
+            parts.append("\(transport.rawValue): window \(share.windowPerLoop * loops) ports in flight"
+                + " (\(share.windowPerLoop) per loop), up to \(share.capacityPerLoop * loops) with stalled ports")
+        }
+        var text = parts.joined(separator: "; ") + "; \(loops) loop\(loops == 1 ? "" : "s"); \(budget)"
         if let requestedConcurrency {
             text += "; --concurrency \(requestedConcurrency) cut to fit the descriptor limit"
         }

@@ -17,6 +17,7 @@ import Testing
         (["--format", "xml"], "xml"),
         (["--tcp-only", "--udp-only"], "--udp-only"),
         (["--bogus"], "--bogus"),
+        (["--retries", "-1"], "-1"),
     ])
     func badInputGetsOneLineNamingTheValueAndExit64(arguments: [String], named: String) throws {
         let run = try Portsweep.run(["sweep"] + arguments)
@@ -26,10 +27,24 @@ import Testing
         #expect(run.stdout.isEmpty)
     }
 
-    @Test func udpOnlySaysItIsNotThereYet() throws {
-        let run = try Portsweep.run(["sweep", "--udp-only", "--ports", "40000"])
-        #expect(run.status == 64)
-        #expect(run.errorLines.count == 1 && run.stderr.contains("UDP"))
+    @Test func udpOnlyOmitsTheProtocolUnlessAsked() throws {
+        let free = try HeldPort.freePort()
+        let run = try Portsweep.run(["sweep", "--udp-only", "--ports", "\(free)", "-q"])
+        #expect(run.status == 0)
+        #expect(run.lines == ["[PASS] \(free)"])
+        let labelled = try Portsweep.run(["sweep", "--udp-only", "--ports", "\(free)", "-q", "--always-print-protocol"])
+        #expect(labelled.lines == ["[PASS] UDP \(free)"])
+    }
+
+    @Test func mixedResultsMergeAndSplitByProtocol() throws {
+        // A TCP listener held by the test: TCP says USED there, UDP passes; around it both pass.
+        let held = try HeldPort()
+        defer { held.close() }
+        let (p, q) = (held.port - 1, held.port + 1)
+        let run = try Portsweep.run(["sweep", "--ports", "\(p)-\(q)", "-q"])
+        #expect(run.status == 1)
+        #expect(run.lines == ["[PASS] TCP/UDP \(p)", "[USED] TCP \(held.port)", "[PASS] UDP \(held.port)",
+                              "[PASS] TCP/UDP \(q)"], "stderr: \(run.stderr)")
     }
 
     @Test func helpExitsZero() throws {
@@ -47,18 +62,21 @@ import Testing
         let held = try HeldPort()
         defer { held.close() }
         let used = try Portsweep.run(["sweep", "--test-single-port", "\(held.port)"])
-        #expect(used.status == 8)
+        #expect(used.status == 8)  // TCP USED, UDP PASS: the bits combine
         #expect(used.stdout.isEmpty)
 
-        // Listeners on 127.0.0.2, target 127.0.0.1: nothing answers there, the connection is refused: FAIL.
+        // Listeners on 127.0.0.2, target 127.0.0.1: nothing answers there. TCP is refused (FAIL 1); the UDP
+        // datagram draws an ICMP port unreachable (SEND 2): 1 | 2.
         let failed = try Portsweep.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2"])
-        #expect(failed.status == 1)
+        #expect(failed.status == 3)
+        let tcpOnly = try Portsweep.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2", "--tcp-only"])
+        #expect(tcpOnly.status == 1)
     }
 
     @Test func aHeldPortIsReportedUsedAndTheSweepExits1() throws {
         let held = try HeldPort()
         defer { held.close() }
-        let run = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--always-print-protocol"])
+        let run = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--always-print-protocol", "--tcp-only"])
         #expect(run.status == 1)
         #expect(run.lines == ["[USED] TCP \(held.port)"])
         #expect(run.stderr.contains("WARNING: Target is localhost. All tests should succeed."))
@@ -75,20 +93,20 @@ import Testing
     @Test func jsonAndCsvCarryCodeAndWord() throws {
         let held = try HeldPort()
         defer { held.close() }
-        let json = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "json", "--quiet"])
+        let json = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "json", "--quiet", "--tcp-only"])
         #expect(json.status == 1)
         let object = try JSONSerialization.jsonObject(with: Data(json.lines[0].utf8)) as? [String: Any]
         #expect(object?["code"] as? Int == 8 && object?["result"] as? String == "USED")
         #expect(object?["first"] as? Int == Int(held.port) && object?["errno"] as? String == "EADDRINUSE")
         #expect(json.stderr.isEmpty)
         let csv = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "csv", "--no-group", "-q"])
-        #expect(csv.lines == ["port,protocol,code,result,errno", "\(held.port),TCP,8,USED,EADDRINUSE"])
+        #expect(csv.lines == ["port,protocol,code,result,errno", "\(held.port),TCP,8,USED,EADDRINUSE", "\(held.port),UDP,0,PASS,"])
     }
 
     @Test func netcatPathIsAcceptedAndIgnored() throws {
         let free = try HeldPort.freePort()
         let run = try Portsweep.run(["sweep", "--ports", "\(free)", "--netcat-path", "/bin/nc", "-q", "--error-codes"])
         #expect(run.status == 0)
-        #expect(run.lines == ["[0] \(free)"])
+        #expect(run.lines == ["[0] TCP/UDP \(free)"])
     }
 }

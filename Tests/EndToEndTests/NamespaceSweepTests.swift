@@ -14,9 +14,26 @@ struct NamespaceSweepTests {
         }
     }
 
+    @Test func everyUDPPortFrom1024Passes() throws {
+        for _ in 0..<3 {
+            let run = try Portsweep.run(["sweep", "--ports", "1024-65535", "--udp-only", "--always-print-protocol"],
+                                        inNamespace: true)
+            #expect(run.lines == ["[PASS] UDP 1024-65535"], "stderr: \(run.stderr)")
+            #expect(run.status == 0)
+            print("full UDP sweep: \(run.errorLines.last ?? "")")
+        }
+    }
+
+    @Test func everyPortBothProtocolsPasses() throws {
+        let run = try Portsweep.run(["sweep", "--ports", "-"], inNamespace: true)
+        #expect(run.lines == ["[PASS] TCP/UDP 1-65535"], "stderr: \(run.stderr)")
+        #expect(run.status == 0)
+        print("full TCP+UDP sweep: \(run.errorLines.last ?? "")")
+    }
+
     @Test func privilegedPortsAsNobodyAreSudo() throws {
         let run = try Portsweep.run(["sweep", "--ports", "1020-1030"], inNamespace: true, asUser: "nobody")
-        #expect(run.lines == ["[SUDO] 1020-1023", "[PASS] 1024-1030"], "stderr: \(run.stderr)")
+        #expect(run.lines == ["[SUDO] TCP/UDP 1020-1023", "[PASS] TCP/UDP 1024-1030"], "stderr: \(run.stderr)")
         #expect(run.status == 1)
         let single = try Portsweep.run(["sweep", "--test-single-port", "80"], inNamespace: true, asUser: "nobody")
         #expect(single.status == 4)
@@ -24,7 +41,7 @@ struct NamespaceSweepTests {
 
     @Test func ipv6LoopbackPasses() throws {
         let run = try Portsweep.run(["sweep", "--ports", "1-2000", "--target", "::1", "-q"], inNamespace: true)
-        #expect(run.lines == ["[PASS] 1-2000"], "stderr: \(run.stderr)")
+        #expect(run.lines == ["[PASS] TCP/UDP 1-2000"], "stderr: \(run.stderr)")
         #expect(run.status == 0)
     }
 
@@ -45,7 +62,7 @@ struct FirewallSweepTests {
 
     @Test func droppedSYNsFailWithoutStallingTheSweep() throws {
         let start = ContinuousClock.now
-        let run = try Portsweep.run(["sweep", "--ports", "19000-22999", "--timeout", "1", "--verbose"], inNamespace: true,
+        let run = try Portsweep.run(["sweep", "--ports", "19000-22999", "--timeout", "1", "--verbose", "--tcp-only"], inNamespace: true,
                                     setup: Self.ruleset("    tcp dport 20000-20999 drop"))
         let elapsed = ContinuousClock.now - start
         #expect(run.lines == ["[PASS] 19000-19999", "[FAIL] 20000-20999 (ETIMEDOUT)", "[PASS] 21000-22999"],
@@ -58,7 +75,7 @@ struct FirewallSweepTests {
     }
 
     @Test func resetSYNsFailFast() throws {
-        let run = try Portsweep.run(["sweep", "--ports", "30000-30999", "--timeout", "5", "-v"], inNamespace: true,
+        let run = try Portsweep.run(["sweep", "--ports", "30000-30999", "--timeout", "5", "-v", "--tcp-only"], inNamespace: true,
                                     setup: Self.ruleset("    tcp dport 30100-30199 reject with tcp reset"))
         #expect(run.lines == ["[PASS] 30000-30099", "[FAIL] 30100-30199 (ECONNREFUSED)", "[PASS] 30200-30999"],
                 "stderr: \(run.stderr)")

@@ -58,8 +58,39 @@ import Testing
         #expect(Self.render(results, RenderOptions(format: .csv, grouped: false)).first == "port,protocol,code,result,errno")
     }
 
+    static func pairs(_ spec: [(ClosedRange<UInt16>, Outcome, Outcome)]) -> [PortResult] {
+        spec.flatMap { range, tcp, udp in
+            range.flatMap { [PortResult(port: $0, transport: .tcp, outcome: tcp), PortResult(port: $0, transport: .udp, outcome: udp)] }
+        }
+    }
+
+    @Test func tcpAndUdpMergeWhereTheyAgreeAndSplitWhereTheyDiffer() {
+        let results = Self.pairs([(8080...8082, .pass, .pass), (8083...8084, .used, .pass), (8085...8086, .fail, .send),
+                                  (8087...8087, .pass, .pass)])
+        #expect(Self.render(results, RenderOptions(bothProtocols: true)) == [
+            "[PASS] TCP/UDP 8080-8082",
+            "[USED] TCP 8083-8084", "[PASS] UDP 8083-8084",
+            "[FAIL] TCP 8085-8086", "[SEND] UDP 8085-8086",
+            "[PASS] TCP/UDP 8087",
+        ])
+        // JSON and CSV keep a record per protocol.
+        let json = Self.render(results, RenderOptions(format: .json, bothProtocols: true))
+        #expect(json.count == 7)
+        #expect(json.allSatisfy { $0.contains(#""protocol":"TCP""#) || $0.contains(#""protocol":"UDP""#) })
+        #expect(Self.render(results, RenderOptions(grouped: false, bothProtocols: true)).prefix(2)
+                == ["[PASS] TCP 8080", "[PASS] UDP 8080"])
+    }
+
+    @Test func singleProtocolOmitsTheLabelUnlessAsked() {
+        let results = (1...3).map { PortResult(port: $0, transport: .udp, outcome: .pass) }
+        #expect(Self.render(results, RenderOptions()) == ["[PASS] 1-3"])
+        #expect(Self.render(results, RenderOptions(showProtocol: true)) == ["[PASS] UDP 1-3"])
+    }
+
     @Test func summaryLine() {
         let line = SummaryText.line(counts: [.pass: 65000, .fail: 535], total: 65535, seconds: 2.5)
         #expect(line == "65535 ports in 2.50 s (26,214 ports/s): 65000 PASS, 535 FAIL")
+        let both = SummaryText.line(counts: [.pass: 20], total: 20, seconds: 1, protocols: 2)
+        #expect(both == "10 ports, TCP and UDP (20 tests) in 1.00 s (20 tests/s): 20 PASS")
     }
 }

@@ -6,7 +6,7 @@ public final class ShardHandle: @unchecked Sendable {
     // Loop thread only.
     private weak var scheduler: ShardScheduler?
 
-    init(loop: EventLoop, scheduler: ShardScheduler) {
+    init(loop: EventLoop, scheduler: ShardScheduler?) {
         self.loop = loop
         self.scheduler = scheduler
     }
@@ -17,16 +17,28 @@ public final class ShardHandle: @unchecked Sendable {
     }
 }
 
-/// Starts shards of TCP tests.
-public enum TCPShard {
+/// Starts shards: one protocol's tests of a share of the ports, on one loop.
+public enum Shard {
     /// Starts testing `ports` (in this order) on `loop`. Call on the loop's thread. `deliver` gets results once per
     /// loop iteration; `done` is called last, once, after every handle of the shard is closed.
     public static func start(
-        on loop: EventLoop, ports: [UInt16], settings: ShardSettings, bind: IPAddress, target: IPAddress,
+        _ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
+        bind: IPAddress, target: IPAddress,
         deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void
     ) -> ShardHandle {
         let scheduler = ShardScheduler(loop: loop, ports: ports, settings: settings, deliver: deliver, done: done)
-        scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target)
+        switch transport {
+        case .tcp:
+            scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target)
+        case .udp:
+            do {
+                scheduler.probe = try UDPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind,
+                                               target: target, window: settings.window)
+            } catch {
+                done(ShardEnd(retryCandidates: [], failure: .clientSocket(errno: error.errno), cancelled: false))
+                return ShardHandle(loop: loop, scheduler: nil)
+            }
+        }
         scheduler.start()
         return ShardHandle(loop: loop, scheduler: scheduler)
     }
