@@ -23,13 +23,14 @@ public enum Shard {
     /// loop iteration; `done` is called last, once, after every handle of the shard is closed.
     public static func start(
         _ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
-        bind: IPAddress, target: IPAddress,
+        bind: IPAddress, target: IPAddress, swept: PortSet,
         deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void
     ) -> ShardHandle {
         let scheduler = ShardScheduler(loop: loop, ports: ports, settings: settings, deliver: deliver, done: done)
         switch transport {
         case .tcp:
-            scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target)
+            scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target,
+                                       swept: swept)
         case .udp:
             do {
                 scheduler.probe = try UDPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind,

@@ -75,7 +75,13 @@ public struct ShardSettings: Sendable {
         self.capacity = max(self.window, capacity)
         self.timeout = timeout
         let ms = timeout.milliseconds
-        self.stallAfter = .milliseconds(min(500, max(50, ms / 4)))
+        // Short: a stalled port only leaves the window (it still waits its whole timeout), and a window full of
+        // ports a firewall drops must turn over fast. On loopback a TCP step takes well under 20 ms. Datagram
+        // ports stall no sooner than their first retransmit: a UDP step slowed by queueing looks like a drop,
+        // and letting more ports in then only feeds the queue (and the retransmits) until replies are lost.
+        var stall = min(250, max(20, ms / 20))
+        if let retransmitInterval { stall = max(stall, retransmitInterval.milliseconds) }
+        self.stallAfter = .milliseconds(Int64(min(stall, ms)))
         self.isRetryPass = isRetryPass
     }
 }
@@ -219,6 +225,15 @@ public final class ShardScheduler {
         requeued.append(slotPort[Int(slot)])
         settings.capacity = max(1, busy - 1)
         settings.window = min(settings.window, settings.capacity)
+    }
+
+    /// The slot's test was spoiled by the sweep itself (not by the path under test): its port goes back to the
+    /// queue for another try.
+    func retry(_ slot: Int32) {
+        wheel.cancel(slot)
+        live[Int(slot)] = false
+        guard !stopping else { return }
+        requeued.append(slotPort[Int(slot)])
     }
 
     /// Every handle of the slot is closed: the slot is free again.

@@ -23,6 +23,7 @@ final class TCPProbe: PortProbe {
 
     struct Slot {
         var phase = Phase.idle
+        var port: UInt16 = 0
         var open: UInt8 = 0
         var closing: UInt8 = 0
         var serverMatched: UInt8 = 0
@@ -48,12 +49,18 @@ final class TCPProbe: PortProbe {
     private let clientWrites: UnsafeMutablePointer<uv_write_t>
     private let serverWrites: UnsafeMutablePointer<uv_write_t>
     private let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
+    /// Ports tested again because the sweep's own client spoiled the test, with their attempts.
+    private var selfConnected: [UInt16: Int] = [:]
     private var bindAddress: sockaddr_storage
     private var targetAddress: sockaddr_storage
     private let family: UInt32
 
-    init(scheduler: ShardScheduler, capacity: Int, bind: IPAddress, target: IPAddress) {
+    /// Every port of the sweep (all shards): a client port among them can clash with another port's test.
+    private let swept: PortSet
+
+    init(scheduler: ShardScheduler, capacity: Int, bind: IPAddress, target: IPAddress, swept: PortSet) {
         self.scheduler = scheduler
+        self.swept = swept
         self.uvLoop = scheduler.loop.uv
         self.capacity = capacity
         slots = .allocate(capacity: capacity)
@@ -102,7 +109,7 @@ final class TCPProbe: PortProbe {
 
     func start(_ slot: Int32, port: UInt16) {
         let s = Int(slot)
-        slots[s] = Slot(phase: .connecting)
+        slots[s] = Slot(phase: .connecting, port: port)
 
         let listener = listeners + s
         uv_tcp_init(uvLoop, listener)
@@ -154,10 +161,36 @@ final class TCPProbe: PortProbe {
     // MARK: verdicts
 
     private func finish(_ slot: Int32, _ outcome: Outcome, errno: Int32 = 0) {
-        guard slots[Int(slot)].phase != .done else { return }
-        slots[Int(slot)].phase = .done
-        scheduler.finish(slot, outcome, errno: errno)
+        let s = Int(slot)
+        guard slots[s].phase != .done else { return }
+        slots[s].phase = .done
+        if !outcome.isPass && spoiledBySweep(slot, errno: errno) && selfConnected[slots[s].port, default: 0] < 3 {
+            selfConnected[slots[s].port, default: 0] += 1
+            scheduler.retry(slot)
+        } else {
+            scheduler.finish(slot, outcome, errno: errno)
+        }
         closeAll(slot)
+    }
+
+    /// Whether the sweep's own client, not the path under test, spoiled this port's test. Through a NAT that
+    /// forwards TARGET:P back here (the hairpin of a router's port forward) the client's ephemeral port Y can be
+    /// a port of the sweep too: if Y's test had used P as its client port, the router's connection tracking
+    /// still holds (here:P → router:Y) and takes the new (here:Y → router:P) for its reply direction, and the
+    /// SYN is refused; a client whose port is P itself meets its own SYN. Such a port is tested again with a new
+    /// client port. Only checked for a port that did not pass, so the common path pays no syscall.
+    private func spoiledBySweep(_ slot: Int32, errno: Int32) -> Bool {
+        let s = Int(slot)
+        guard slots[s].open & TCPProbe.clientBit != 0 else { return false }
+        var ss = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &ss) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(clients + s, $0, &len) }
+        }
+        guard rc == 0, let local = withUnsafePointer(to: &ss, {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0)?.port }
+        }), local != 0 else { return false }
+        return local == slots[s].port || (errno == ECONNREFUSED && swept.contains(local))
     }
 
     private func requeue(_ slot: Int32, errno: Int32) {

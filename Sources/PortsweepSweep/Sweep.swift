@@ -118,10 +118,10 @@ public final class Sweep: Sendable {
 
     private func launch(_ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
                         board: ResultBoard, continuation: Continuation) {
-        let (bind, target) = (configuration.bindAddress, configuration.target)
+        let (bind, target, swept) = (configuration.bindAddress, configuration.target, configuration.ports)
         loop.execute { [self] in
             let handle = Shard.start(
-                transport, on: loop, ports: ports, settings: settings, bind: bind, target: target,
+                transport, on: loop, ports: ports, settings: settings, bind: bind, target: target, swept: swept,
                 deliver: board.post,
                 done: { end in self.shardEnded(end, transport: transport, board: board, continuation: continuation) })
             let cancelled = run.withLock { state in

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+extension EndToEnd {
 /// The `portsweep sweep` command as users and scripts meet it: its output, exit statuses and errors.
 @Suite struct CommandLineTests {
     @Test(arguments: [
@@ -109,4 +110,5 @@ import Testing
         #expect(run.status == 0)
         #expect(run.lines == ["[0] TCP/UDP \(free)"])
     }
+}
 }

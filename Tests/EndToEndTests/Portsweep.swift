@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+/// Every suite that runs the binary nests here, one after another: sweeps of 65535 ports and timing checks
+/// each want the machine's two cores to themselves.
+@Suite(.serialized) struct EndToEnd {}
+
 /// Runs the built `portsweep` binary, optionally inside a fresh network namespace (`unshare -n`, loopback up)
 /// and as an unprivileged user.
 enum Portsweep {
@@ -42,16 +46,21 @@ enum Portsweep {
             && (FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip"))
     }
 
-    /// `setup`: shell commands run inside the namespace before portsweep starts (an nftables ruleset, say).
-    static func run(_ arguments: [String], inNamespace: Bool = false, setup: String = "", asUser user: String? = nil,
-                    timeout: Duration = .seconds(120)) throws -> Run {
+    /// Runs portsweep. `inNamespace`: in a fresh namespace of its own (`unshare -n`, gone when the process ends);
+    /// `netns`: in a named one (`ip netns exec`). `setup`: shell commands run there first (a background helper
+    /// it starts must set its own EXIT trap to be stopped when portsweep ends).
+    static func run(_ arguments: [String], inNamespace: Bool = false, netns: String? = nil, setup: String = "",
+                    asUser user: String? = nil, timeout: Duration = .seconds(120)) throws -> Run {
         var command = [binary] + arguments
         if let user {
             command[0] = try publicCopy()
             command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups"] + command
         }
-        if inNamespace {
-            command = ["/usr/bin/unshare", "-n", "sh", "-c", "set -e; ip link set lo up; \(setup)\nexec \"$@\"", "sh"] + command
+        let script = "set -e; ip link set lo up; \(setup)\n\"$@\""
+        if let netns {
+            command = ["/usr/sbin/ip", "netns", "exec", netns, "sh", "-c", script, "sh"] + command
+        } else if inNamespace {
+            command = ["/usr/bin/unshare", "-n", "sh", "-c", script, "sh"] + command
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: command[0])
