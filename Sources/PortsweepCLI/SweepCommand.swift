@@ -64,6 +64,10 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Output format: text, json (JSON Lines), csv.")
     var format: OutputFormatArgument = .text
 
+    // For tests of running out of descriptors mid-sweep: plan as if the limit were this high.
+    @Option(name: .long, help: .hidden)
+    var assumeDescriptorLimit: Int?
+
     @Flag(name: [.short, .long], help: "No warnings, progress or summary: only the results.")
     var quiet = false
 
@@ -145,7 +149,11 @@ struct SweepCommand: AsyncParsableCommand {
         defer { group.shutdown() }
         let sweep: Sweep
         do {
-            sweep = try Sweep(configuration, group: group)
+            var budget = DescriptorBudget.raise()
+            if let assumed = assumeDescriptorLimit {
+                budget = DescriptorBudget(soft: assumed, hard: assumed, inUse: budget.inUse)
+            }
+            sweep = try Sweep(configuration, group: group, budget: budget)
         } catch {
             Terminal.error("portsweep: \(error)\n")
             throw ExitCode(ExitStatus.localError)

@@ -13,6 +13,12 @@ public struct DescriptorBudget: Sendable, CustomStringConvertible {
     /// Kept free for the rest of the process (logs, the loops' wake-ups, accept's EMFILE reserve).
     public static let reserve = 64
 
+    public init(soft: Int, hard: Int, inUse: Int) {
+        self.soft = soft
+        self.hard = hard
+        self.inUse = inUse
+    }
+
     /// Raises the soft limit to the hard limit and, as root, tries to raise the hard limit to `fs.nr_open`.
     /// Never fails: whatever could not be raised stays as it was.
     public static func raise() -> DescriptorBudget {

@@ -1,5 +1,10 @@
 import CLibUV
+import Synchronization
 import UVLoop
+
+/// When any shard of this process last ran short of descriptors (uv_hrtime in ms; 0: never). Descriptors are a
+/// process-wide resource: one loop's shortage spoils another loop's accepts.
+private let lastShortage = Atomic<UInt64>(0)
 
 /// The work of one kind of per-port test, driven by a `ShardScheduler`. All calls happen on the shard's loop.
 /// A probe reports each port exactly once through `finish`/`requeue` and hands the slot back with `release` once
@@ -102,6 +107,12 @@ public final class ShardScheduler {
     /// The slot's port has no verdict yet (its deadline is live).
     private var live: [Bool]
     private var stepStart: [UInt64]
+    private var startedAt: [UInt64]
+    /// After a shortage with (almost) nothing of ours in flight: wait for other shards to free descriptors.
+    private var backoffUntil: UInt64 = 0
+    private var starvedSince: UInt64 = 0
+    private let plannedWindow: Int
+    private let plannedCapacity: Int
     private var wheel: DeadlineWheel
     private var due: [Int32] = []
     private var busy = 0
@@ -133,11 +144,14 @@ public final class ShardScheduler {
         self.deliver = deliver
         self.done = done
         let slots = settings.capacity
+        plannedWindow = settings.window
+        plannedCapacity = settings.capacity
         free = (0..<Int32(slots)).reversed()
         slotPort = [UInt16](repeating: 0, count: slots)
         parked = [Bool](repeating: false, count: slots)
         live = [Bool](repeating: false, count: slots)
         stepStart = [UInt64](repeating: 0, count: slots)
+        startedAt = [UInt64](repeating: 0, count: slots)
         timeoutMs = max(1, settings.timeout.milliseconds)
         stallMs = min(timeoutMs, max(1, settings.stallAfter.milliseconds))
         retransmitMs = settings.retransmitInterval.map { max(1, $0.milliseconds) }
@@ -146,6 +160,9 @@ public final class ShardScheduler {
     }
 
     var now: UInt64 { uv_now(loop.uv) }
+
+    /// A clock shared by all loops, for the process-wide shortage mark.
+    private static var processMilliseconds: UInt64 { uv_hrtime() / 1_000_000 }
 
     /// Starts the shard: opens its handles and the first batch of ports.
     func start() {
@@ -216,15 +233,31 @@ public final class ShardScheduler {
     func requeue(_ slot: Int32, errno: Int32) {
         wheel.cancel(slot)
         live[Int(slot)] = false
+        lastShortage.store(max(1, ShardScheduler.processMilliseconds), ordering: .relaxed)
         guard !stopping else { return }
         if busy <= 1 {
-            failure = .descriptorsExhausted(errno: errno)
-            cancel()
-            return
+            // Nothing else of this shard to close: other shards (or other code) hold the descriptors. Wait a
+            // little for them; give up only when starved for longer than a timeout.
+            let now = self.now
+            if starvedSince == 0 { starvedSince = now }
+            if now - starvedSince > max(timeoutMs, 2000) {
+                failure = .descriptorsExhausted(errno: errno)
+                cancel()
+                return
+            }
+            backoffUntil = now + 20
         }
         requeued.append(slotPort[Int(slot)])
         settings.capacity = max(1, busy - 1)
         settings.window = min(settings.window, settings.capacity)
+    }
+
+    /// Whether the shard ran short of descriptors while this slot's port was being tested. libuv answers EMFILE
+    /// in accept by accepting and closing pending connections (so that the listener is not woken forever): a
+    /// client then sees a reset that says nothing about the path.
+    func overlapsShortage(_ slot: Int32) -> Bool {
+        let mark = lastShortage.load(ordering: .relaxed)
+        return mark != 0 && mark >= startedAt[Int(slot)]
     }
 
     /// The slot's test was spoiled by the sweep itself (not by the path under test): its port goes back to the
@@ -239,6 +272,12 @@ public final class ShardScheduler {
     /// Every handle of the slot is closed: the slot is free again.
     func release(_ slot: Int32) {
         let s = Int(slot)
+        // Regrow after a shortage, one slot per finished port, once no shortage was seen for half a second.
+        if settings.capacity < plannedCapacity,
+           ShardScheduler.processMilliseconds > lastShortage.load(ordering: .relaxed) + 500 {
+            settings.capacity += 1
+            settings.window = min(plannedWindow, max(settings.window, settings.capacity))
+        }
         slotPort[s] = 0
         if !parked[s] { active -= 1 }
         parked[s] = false
@@ -260,6 +299,10 @@ public final class ShardScheduler {
 
     private func fill() {
         guard !finished else { return }
+        if backoffUntil != 0 {
+            guard now >= backoffUntil else { return }  // the coarse tick calls again
+            backoffUntil = 0
+        }
         filling = true
         var started = 0
         while busy < settings.capacity && active < settings.window && hasMore {
@@ -273,10 +316,12 @@ public final class ShardScheduler {
             guard let slot = free.popLast(), let port = nextPort() else { break }
             slotPort[Int(slot)] = port
             live[Int(slot)] = true
+            startedAt[Int(slot)] = ShardScheduler.processMilliseconds
             busy += 1
             active += 1
             started += 1
             probe.start(slot, port: port)
+            if live[Int(slot)] { starvedSince = 0 }
         }
         uv_idle_stop(idle)
         filling = false
@@ -300,7 +345,7 @@ public final class ShardScheduler {
             if retransmitMs != nil { probe.retransmit(slot) }
             if live[s] && !wheel.isScheduled(slot) { wheel.schedule(slot, at: nextWake(slot, now: now)) }
         }
-        if !due.isEmpty {
+        if !due.isEmpty || backoffUntil != 0 {
             due.removeAll(keepingCapacity: true)
             fill()
         }

@@ -49,8 +49,9 @@ final class TCPProbe: PortProbe {
     private let clientWrites: UnsafeMutablePointer<uv_write_t>
     private let serverWrites: UnsafeMutablePointer<uv_write_t>
     private let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-    /// Ports tested again because the sweep's own client spoiled the test, with their attempts.
-    private var selfConnected: [UInt16: Int] = [:]
+    /// Ports tested again because the sweep itself spoiled the test (its own client port, or a descriptor
+    /// shortage), with their attempts.
+    private var retests: [UInt16: Int] = [:]
     private var bindAddress: sockaddr_storage
     private var targetAddress: sockaddr_storage
     private let family: UInt32
@@ -160,12 +161,14 @@ final class TCPProbe: PortProbe {
 
     // MARK: verdicts
 
-    private func finish(_ slot: Int32, _ outcome: Outcome, errno: Int32 = 0) {
+    /// `suspect`: the verdict may come from this machine rather than the path (see `clientRead`).
+    private func finish(_ slot: Int32, _ outcome: Outcome, errno: Int32 = 0, suspect: Bool = false) {
         let s = Int(slot)
         guard slots[s].phase != .done else { return }
         slots[s].phase = .done
-        if !outcome.isPass && spoiledBySweep(slot, errno: errno) && selfConnected[slots[s].port, default: 0] < 3 {
-            selfConnected[slots[s].port, default: 0] += 1
+        if !outcome.isPass && retests[slots[s].port, default: 0] < 3
+            && (suspect || scheduler.overlapsShortage(slot) || spoiledBySweep(slot, errno: errno)) {
+            retests[slots[s].port, default: 0] += 1
             scheduler.retry(slot)
         } else {
             scheduler.finish(slot, outcome, errno: errno)
@@ -352,7 +355,12 @@ final class TCPProbe: PortProbe {
         let phase = slots[s].phase
         guard phase == .sending || phase == .replying, nread != 0 else { return }
         let missed: Outcome = phase == .sending ? .send : .recv
-        if nread < 0 { return finish(slot, missed, errno: nread == Int(UV_EOF.rawValue) ? 0 : Int32(-nread)) }
+        if nread < 0 {
+            // Reset before our listener accepted: that is what libuv's answer to EMFILE in accept looks like
+            // (it accepts and closes pending connections). Suspect; the port is tested again.
+            let suspect = phase == .sending && !slots[s].accepted
+            return finish(slot, missed, errno: nread == Int(UV_EOF.rawValue) ? 0 : Int32(-nread), suspect: suspect)
+        }
         guard TCPProbe.reply.matches(readBuffer, count: nread, at: &slots[s].clientMatched) else {
             return finish(slot, .recv, errno: EBADMSG)
         }

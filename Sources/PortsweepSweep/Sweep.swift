@@ -102,7 +102,8 @@ public final class Sweep: Sendable {
         // stream out in order with little buffering.
         var shares = [[UInt16]](repeating: [], count: plan.loops)
         for (i, port) in ports.enumerated() { shares[(i / 64) % plan.loops].append(port) }
-        for transport in transports {
+        // UDP first: its shared client socket is opened once per shard, before TCP ports take descriptors.
+        for transport in transports.reversed() {
             let share = plan.shares[transport]!
             let settings = settings(for: transport, window: share.windowPerLoop, capacity: share.capacityPerLoop)
             for (loop, ports) in zip(group.loops, shares) {

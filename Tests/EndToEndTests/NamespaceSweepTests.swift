@@ -46,6 +46,16 @@ struct NamespaceSweepTests {
         #expect(run.status == 0)
     }
 
+    @Test func runningOutOfDescriptorsShrinksTheWindowAndIsNeverAVerdict() throws {
+        // Planned as if 100,000 descriptors were there, run with 1,000: sockets, accepts and the UDP client meet
+        // EMFILE mid-sweep. Every port must still get its real verdict.
+        let run = try Portsweep.run(
+            ["sweep", "--ports", "1-20000", "--assume-descriptor-limit", "100000", "--concurrency", "20000", "-q"],
+            inNamespace: true, wrapper: ["/usr/bin/prlimit", "--nofile=1000:1000"])
+        #expect(run.lines == ["[PASS] TCP/UDP 1-20000"], "stderr: \(run.stderr)")
+        #expect(run.status == 0)
+    }
+
     @Test func verboseShowsTheWindow() throws {
         let run = try Portsweep.run(["sweep", "--ports", "1-100", "--verbose"], inNamespace: true)
         #expect(run.stderr.contains("window"))

@@ -49,11 +49,12 @@ enum Portsweep {
     /// Runs portsweep. `inNamespace`: in a fresh namespace of its own (`unshare -n`, gone when the process ends);
     /// `netns`: in a named one (`ip netns exec`). `setup`: shell commands run there first (a background helper
     /// it starts must set its own EXIT trap to be stopped when portsweep ends).
+    /// `wrapper`: a command that runs portsweep (`prlimit --nofile=...`, say).
     static func run(_ arguments: [String], inNamespace: Bool = false, netns: String? = nil, setup: String = "",
-                    asUser user: String? = nil, timeout: Duration = .seconds(120)) throws -> Run {
-        var command = [binary] + arguments
+                    asUser user: String? = nil, wrapper: [String] = [], timeout: Duration = .seconds(120)) throws -> Run {
+        var command = wrapper + [binary] + arguments
         if let user {
-            command[0] = try publicCopy()
+            command[wrapper.count] = try publicCopy()
             command = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups"] + command
         }
         let script = "set -e; ip link set lo up; \(setup)\n\"$@\""
