@@ -27,6 +27,8 @@ let package = Package(
     targets: [
         // C shims: module maps and nothing else.
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        // Debian's libhttp-parser-dev ships no .pc file.
+        .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
 
         // The loop: libuv as a Swift executor, handles with uv_close discipline, addresses, errors.
         .target(name: "UVLoop", dependencies: ["CLibUV"], swiftSettings: strict),
@@ -36,6 +38,9 @@ let package = Package(
             name: "PortsweepEngine",
             dependencies: ["UVLoop", "CLibUV"],
             swiftSettings: strict),
+
+        // HTTP/1.1 request framing (http-parser behind an interface of our own), shared by listen and serve.
+        .target(name: "PortsweepHTTP", dependencies: ["CHTTPParser"], swiftSettings: strict),
 
         // The sweep mode: a configuration in, an AsyncSequence of results out.
         .target(
@@ -59,7 +64,7 @@ let package = Package(
 
         .testTarget(
             name: "PortsweepTests",
-            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI"],
+            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP"],
             swiftSettings: strict),
         // End-to-end: the built binary in network namespaces of its own (root only).
         .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),
