@@ -36,7 +36,7 @@ let package = Package(
         // The engine: domain values, per-port state machines, the scheduler.
         .target(
             name: "PortsweepEngine",
-            dependencies: ["UVLoop", "CLibUV"],
+            dependencies: ["UVLoop", "CLibUV", "PortsweepHTTP"],
             swiftSettings: strict),
 
         // HTTP/1.1 request framing (http-parser behind an interface of our own), shared by listen and serve.
@@ -48,6 +48,9 @@ let package = Package(
             dependencies: ["PortsweepEngine", "UVLoop", .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strict),
 
+        // The listen mode: hold listeners on a range, reply, and stream what happens as events.
+        .target(name: "PortsweepListen", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
+
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
         .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),
 
@@ -55,7 +58,7 @@ let package = Package(
         .target(
             name: "PortsweepCLI",
             dependencies: [
-                "PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                "PortsweepSweep", "PortsweepListen", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -64,7 +67,7 @@ let package = Package(
 
         .testTarget(
             name: "PortsweepTests",
-            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP"],
+            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP", "PortsweepListen"],
             swiftSettings: strict),
         // End-to-end: the built binary in network namespaces of its own (root only).
         .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),

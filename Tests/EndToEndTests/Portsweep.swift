@@ -28,7 +28,10 @@ enum Portsweep {
 
     /// A copy of the binary that any user can run, wherever the build directory is (its parents may be private).
     static func publicCopy() throws -> String {
-        let path = NSTemporaryDirectory() + "portsweep-e2e-\(getpid())"
+        // Named after the build, so runs share one copy per binary instead of leaving one per run.
+        let attributes = try FileManager.default.attributesOfItem(atPath: binary)
+        let stamp = Int((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
+        let path = NSTemporaryDirectory() + "portsweep-e2e-\(stamp)-\(attributes[.size] as? Int ?? 0)"
         if !FileManager.default.fileExists(atPath: path) {
             try? FileManager.default.removeItem(atPath: path + ".tmp")
             try FileManager.default.copyItem(atPath: binary, toPath: path + ".tmp")

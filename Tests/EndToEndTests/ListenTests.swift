@@ -1,0 +1,243 @@
+import Foundation
+import Testing
+
+/// A `portsweep listen` running in the background: started, waited for, stopped with a signal.
+final class ListenProcess {
+    let process = Process()
+    private let out = Pipe(), err = Pipe()
+    private let stdoutText = Locked<String>("")
+    private let stderrText = Locked<String>("")
+    private let readers = DispatchGroup()
+
+    init(_ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: Portsweep.binary)
+        process.arguments = ["listen"] + arguments
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        for (pipe, sink) in [(out, stdoutText), (err, stderrText)] {
+            readers.enter()
+            DispatchQueue.global().async { [readers] in
+                while true {
+                    let data = pipe.fileHandleForReading.availableData
+                    if data.isEmpty { break }
+                    sink.value += String(decoding: data, as: UTF8.self)
+                }
+                readers.leave()
+            }
+        }
+    }
+
+    var log: String { stdoutText.value }
+    var logLines: [String] { log.split(separator: "\n").map(String.init) }
+    var errors: String { stderrText.value }
+
+    /// Waits (bounded) until the log has a line containing `text`.
+    @discardableResult
+    func waitForLog(_ text: String, timeout: Duration = .seconds(20)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if log.contains(text) { return true }
+            if !process.isRunning { return log.contains(text) }
+            usleep(5_000)
+        }
+        return false
+    }
+
+    /// Sends `signal`, waits for the process to end and its output to be read; returns the exit status.
+    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        readers.wait()
+        return process.terminationStatus
+    }
+}
+
+enum Net {
+    /// Runs curl; returns its stdout.
+    static func curl(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sS", "--max-time", "10"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A connected TCP socket to 127.0.0.1:port with a receive timeout.
+    static func connect(_ port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(rc == 0, "connect to \(port)")
+        return fd
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        _ = text.withCString { Glibc.send(fd, $0, strlen($0), 0) }
+    }
+
+    /// Reads until `count` bytes came, EOF, or the receive timeout.
+    static func receive(_ fd: Int32, atLeast count: Int) -> String {
+        var data = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while data.count < count {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Sends one datagram to 127.0.0.1:port and waits (2 s) for one back; nil when none came.
+    static func udpExchange(_ port: UInt16, _ text: String) -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = text.withCString { bytes in
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, bytes, strlen(bytes), 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+    }
+}
+
+extension EndToEnd {
+/// `portsweep listen` with real clients: curl, plain sockets, datagrams.
+@Suite struct ListenTests {
+    @Test func httpRepliesToGetHeadKeepAliveAndLogsEachConnection() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only"])
+        #expect(listener.waitForLog("listening on 1 TCP port"))
+        let body = try Net.curl(["http://127.0.0.1:\(port)/"])
+        #expect(body.hasPrefix("Port test successful!\n"))
+        #expect(body.contains("Port \(port), client 127.0.0.1:"))
+        let head = try Net.curl(["-I", "http://127.0.0.1:\(port)/anything"])
+        #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(head.contains("Content-Type: text/plain\r\n"))
+        #expect(!head.contains("Port test successful"))
+        // Two requests, one connection (curl reuses it).
+        let twice = try Net.curl(["http://127.0.0.1:\(port)/a", "http://127.0.0.1:\(port)/b"])
+        #expect(twice.components(separatedBy: "Port test successful!").count == 3)
+        #expect(listener.waitForLog("requests=2"))
+        #expect(listener.stop() == 0)
+        let connections = listener.logLines.filter { $0.contains(" TCP \(port) 127.0.0.1:") }
+        #expect(connections.count == 3, "log: \(listener.log)")
+        #expect(listener.log.contains("stopping (SIGTERM)"))
+        #expect(listener.errors.contains("3 connections"), "summary: \(listener.errors)")
+        #expect(listener.errors.contains("busiest ports: \(port) (3)"))
+    }
+
+    @Test func pipelinedRequestsAndABadRequest() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps"])
+        #expect(listener.waitForLog("listening on"))
+        let fd = try Net.connect(port)
+        Net.send(fd, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        let replies = Net.receive(fd, atLeast: 1 << 20)  // until the server closes
+        close(fd)
+        #expect(replies.components(separatedBy: "HTTP/1.1 200 OK").count == 4, "replies: \(replies)")
+        let bad = try Net.connect(port)
+        Net.send(bad, "NOT HTTP AT ALL\r\n\r\n")
+        let answer = Net.receive(bad, atLeast: 1 << 20)
+        close(bad)
+        #expect(answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "answer: \(answer)")
+        #expect(listener.waitForLog("bad request"))
+        #expect(listener.stop() == 0)
+        #expect(listener.logLines.first?.hasPrefix("listening on") == true, "no timestamps: \(listener.log)")
+    }
+
+    @Test func echoAndSilentOverTCPAndUDP() throws {
+        let port = try HeldPort.freePort()
+        let echo = try ListenProcess(["--ports", "\(port)", "--reply", "echo", "--format", "json"])
+        #expect(echo.waitForLog("listening on"))
+        let fd = try Net.connect(port)
+        Net.send(fd, "ping over tcp")
+        #expect(Net.receive(fd, atLeast: 13) == "ping over tcp")
+        close(fd)
+        #expect(Net.udpExchange(port, "ping over udp") == "ping over udp")
+        #expect(echo.waitForLog("\"event\":\"datagram\""))
+        #expect(echo.waitForLog("\"event\":\"connection\""))
+        #expect(echo.stop() == 0)
+        let records = echo.logLines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(records.count == echo.logLines.count, "every log line is JSON: \(echo.log)")
+        let connection = records.first { $0["event"] as? String == "connection" }
+        #expect(connection?["bytes_in"] as? Int == 13 && connection?["bytes_out"] as? Int == 13)
+        #expect(connection?["port"] as? Int == Int(port) && connection?["time"] is String)
+
+        let silentPort = try HeldPort.freePort()
+        let silent = try ListenProcess(["--ports", "\(silentPort)", "--reply", "silent"])
+        #expect(silent.waitForLog("listening on"))
+        let quiet = try Net.connect(silentPort)
+        Net.send(quiet, "hello?")
+        #expect(Net.receive(quiet, atLeast: 1).isEmpty)  // nothing back within the 2 s receive timeout
+        close(quiet)
+        #expect(Net.udpExchange(silentPort, "anyone?") == nil)
+        #expect(silent.waitForLog("in=6 out=0"))
+        #expect(silent.stop() == 0)
+    }
+
+    @Test func aPortInUseIsReportedBeforeServing() throws {
+        let held = try HeldPort()
+        defer { held.close() }
+        let run = try Portsweep.run(["listen", "--ports", "\(held.port)", "--tcp-only"])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("cannot listen on TCP port \(held.port)"), "stderr: \(run.stderr)")
+        #expect(run.stderr.contains("in use by another process"))
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test(.enabled(if: Portsweep.canMakeNamespaces, "needs root to run as nobody in a namespace"))
+    func privilegedPortsNeedRoot() throws {
+        let run = try Portsweep.run(["listen", "--ports", "80-81"], inNamespace: true, asUser: "nobody")
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("cannot listen on TCP ports 80-81"), "stderr: \(run.stderr)")
+        #expect(run.stderr.contains("CAP_NET_BIND_SERVICE"))
+    }
+
+    @Test(arguments: [(["--ports", "70000"], "70000"), (["--ports", "1", "--reply", "loud"], "loud"),
+                      (["--ports", "1", "--bind", "999.1.1.1"], "999.1.1.1"), (["--ports", "1", "--idle-timeout", "0"], "0")])
+    func badInputExits64(arguments: [String], named: String) throws {
+        let run = try Portsweep.run(["listen"] + arguments)
+        #expect(run.status == 64)
+        #expect(run.errorLines.count == 1 && run.stderr.contains(named), "stderr: \(run.stderr)")
+    }
+
+    @Test func idleConnectionsAreClosedAndCapsRefuseExtraConnections() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--idle-timeout", "0.5", "--max-per-port", "1"])
+        #expect(listener.waitForLog("listening on"))
+        let first = try Net.connect(port)
+        Net.send(first, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        #expect(Net.receive(first, atLeast: 10).contains("200 OK"))
+        let second = try Net.connect(port)  // over the per-port cap: accepted and closed at once
+        #expect(Net.receive(second, atLeast: 1).isEmpty)
+        close(second)
+        #expect(listener.waitForLog("per-port connection cap reached"))
+        #expect(listener.waitForLog("idle timeout", timeout: .seconds(10)))
+        close(first)
+        #expect(listener.stop() == 0)
+    }
+}
+}
