@@ -51,6 +51,10 @@ struct ListenCommand: AsyncParsableCommand {
     @Flag(name: [.short, .long], help: "No status line and no summary.")
     var quiet = false
 
+    // A worker process of a listen too large for one process: JSON Lines to the parent, start-up reported.
+    @Flag(name: .long, help: .hidden)
+    var worker = false
+
     func portSet() throws -> PortSet {
         do { return try PortSet(parsing: ports) } catch { throw ValidationError("\(error)") }
     }
@@ -79,28 +83,52 @@ struct ListenCommand: AsyncParsableCommand {
             ports: try portSet(), bind: try bindAddress(), transports: transports, reply: reply.value,
             limits: ListenLimits(maxConnections: maxConnections, maxConnectionsPerPort: maxPerPort,
                                  idleTimeout: .milliseconds(Int64(idleTimeout * 1000))))
+        if worker { return try await runWorker(configuration) }
+        let log = ListenLog(format: format, timestamps: !noTimestamps)
         let group = EventLoopGroup()
         defer { group.shutdown() }
-        let listener = Listener(configuration, group: group)
-        let log = ListenLog(format: format, timestamps: !noTimestamps)
-        do {
-            try await listener.start()
-        } catch let error as ListenError {
-            Terminal.error(ListenLog.explain(error, bind: configuration.bind))
-            throw ExitCode(ExitStatus.localError)
-        }
+        let budget = DescriptorBudget.raise()
+        let perWorker = ListenWorkers.portsPerWorker(budget: budget, transports: transports.count)
         let labels = configuration.transports.sorted().map(\.rawValue).joined(separator: " and ")
-        log.note("listening on \(configuration.ports.count) \(labels) port\(configuration.ports.count == 1 ? "" : "s")"
-                 + " of \(configuration.bind) (\(configuration.ports)), reply \(configuration.reply.rawValue)")
+        let what = "\(configuration.ports.count) \(labels) port\(configuration.ports.count == 1 ? "" : "s")"
+            + " of \(configuration.bind) (\(configuration.ports)), reply \(configuration.reply.rawValue)"
+        let events: AsyncStream<ListenEvent>
+        let stop: @Sendable () async -> Void
+        if configuration.ports.count <= perWorker {
+            let listener = Listener(configuration, group: group)
+            do {
+                try await listener.start(budget: budget)
+            } catch let error as ListenError {
+                Terminal.error(ListenLog.explain(error, bind: configuration.bind))
+                throw ExitCode(ExitStatus.localError)
+            }
+            log.note("listening on \(what)")
+            events = listener.events
+            stop = { await listener.stop() }
+        } else {
+            let workers = try ListenWorkers(ports: configuration.ports, portsPerWorker: perWorker,
+                                            workerArguments: workerArguments(transports))
+            let failures = workers.waitForStart()
+            if !failures.isEmpty {
+                workers.stop()
+                for await _ in workers.events {}
+                Terminal.error(ListenLog.explain(.portsFailed(failures), bind: configuration.bind))
+                throw ExitCode(ExitStatus.localError)
+            }
+            log.note("listening on \(what), in \(workers.count) worker processes (the descriptor limit is"
+                     + " \(budget.soft) per process)")
+            events = workers.events
+            stop = { workers.stop() }
+        }
 
         let stats = ListenStats(listening: configuration.ports.count)
         let status = !quiet && Terminal.stderrIsTerminal ? Task { await stats.showStatus() } : nil
         let stopper = Task {
             let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
             log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
-            await listener.stop()
+            await stop()
         }
-        for await event in listener.events {
+        for await event in events {
             stats.record(event)
             log.write(event)
             log.flush()  // the log is live: a line as each connection ends
@@ -110,6 +138,47 @@ struct ListenCommand: AsyncParsableCommand {
         await status?.value
         log.flush()
         if !quiet { Terminal.error(stats.summary() + "\n") }
+    }
+
+    /// The options a worker runs with (its ports are added per worker).
+    private func workerArguments(_ transports: Set<Transport>) -> [String] {
+        var arguments = ["--bind", bind, "--reply", reply.value.rawValue, "--max-connections", "\(maxConnections)",
+                         "--max-per-port", "\(maxPerPort)", "--idle-timeout", "\(idleTimeout)"]
+        if transports == [.tcp] { arguments.append("--tcp-only") }
+        if transports == [.udp] { arguments.append("--udp-only") }
+        return arguments
+    }
+
+    /// A worker: listen on its share, report start-up and events as JSON Lines, stop on SIGTERM.
+    private func runWorker(_ configuration: ListenConfiguration) async throws {
+        let log = ListenLog(format: .json, timestamps: true)
+        let group = EventLoopGroup()
+        defer { group.shutdown() }
+        let listener = Listener(configuration, group: group)
+        do {
+            try await listener.start()
+        } catch ListenError.portsFailed(let failures) {
+            for failure in failures {
+                log.record(LogRecord(event: "failed", protocol: failure.transport.rawValue, port: failure.port,
+                                     requests: Int(failure.errno)))
+            }
+            log.record(LogRecord(event: "failed-end"))
+            throw ExitCode(ExitStatus.localError)
+        } catch {
+            log.record(LogRecord(event: "too-many", message: "\(error)"))
+            throw ExitCode(ExitStatus.localError)
+        }
+        log.record(LogRecord(event: "ready"))
+        let stopper = Task {
+            _ = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
+            await listener.stop()
+        }
+        for await event in listener.events {
+            log.write(event)
+            log.flush()
+        }
+        stopper.cancel()
+        log.flush()
     }
 }
 

@@ -54,6 +54,12 @@ final class ListenLog: Sendable {
         }
     }
 
+    /// Writes a record as it is (worker reports), at once.
+    func record(_ record: LogRecord) {
+        emit(json(record))
+        flush()
+    }
+
     private func json(_ record: LogRecord) -> String {
         String(decoding: (try? encoder.encode(record)) ?? Data(), as: UTF8.self)
     }
@@ -110,8 +116,8 @@ final class ListenLog: Sendable {
     }
 }
 
-/// One JSON Lines record of the listen log.
-struct LogRecord: Encodable {
+/// One JSON Lines record of the listen log (and of a worker's report to its parent).
+struct LogRecord: Codable {
     var time: String?
     var event: String
     var `protocol`: String?

@@ -49,6 +49,17 @@ public struct ConnectionRecord: Sendable {
     public var duration: Duration
     /// Why it ended: `closed by client`, `idle timeout`, `bad request`, `reset`...
     public var end: String
+
+    public init(localPort: UInt16, client: SocketAddress?, bytesIn: Int, bytesOut: Int, requests: Int,
+                duration: Duration, end: String) {
+        self.localPort = localPort
+        self.client = client
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+        self.requests = requests
+        self.duration = duration
+        self.end = end
+    }
 }
 
 public struct DatagramRecord: Sendable {
@@ -56,6 +67,13 @@ public struct DatagramRecord: Sendable {
     public var client: SocketAddress?
     public var bytesIn: Int
     public var bytesOut: Int
+
+    public init(localPort: UInt16, client: SocketAddress?, bytesIn: Int, bytesOut: Int) {
+        self.localPort = localPort
+        self.client = client
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
+    }
 }
 
 /// A port that could not be listened on, and why.
@@ -63,6 +81,12 @@ public struct ListenFailure: Sendable, Equatable {
     public var port: UInt16
     public var transport: Transport
     public var errno: Int32
+
+    public init(port: UInt16, transport: Transport, errno: Int32) {
+        self.port = port
+        self.transport = transport
+        self.errno = errno
+    }
 
     public var reason: String {
         switch errno {
