@@ -9,9 +9,11 @@ final class ListenProcess {
     private let stderrText = Locked<String>("")
     private let readers = DispatchGroup()
 
-    init(_ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: Portsweep.binary)
-        process.arguments = ["listen"] + arguments
+    /// `launcher`: runs portsweep inside something (`ip netns exec NAME`).
+    init(_ arguments: [String], launcher: [String] = []) throws {
+        let command = launcher + [Portsweep.binary, "listen"] + arguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
@@ -222,6 +224,68 @@ extension EndToEnd {
         let run = try Portsweep.run(["listen"] + arguments)
         #expect(run.status == 64)
         #expect(run.errorLines.count == 1 && run.stderr.contains(named), "stderr: \(run.stderr)")
+    }
+
+    /// An HTTP client for a whole range, from another host: non-blocking sockets, 400 at a time; prints
+    /// `ok=N bad=M [first failures]`.
+    static let rangeClient = #"""
+    import selectors, socket, sys, errno
+    host, first, last, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), 400
+    sel = selectors.DefaultSelector()
+    ports = iter(range(first, last + 1))
+    ok, bad, inflight = 0, [], 0
+    def start():
+        global inflight
+        for port in ports:
+            s = socket.socket(); s.setblocking(False)
+            try: s.connect((host, port))
+            except BlockingIOError: pass
+            sel.register(s, selectors.EVENT_WRITE, [port, b"", False]); inflight += 1
+            return True
+        return False
+    for _ in range(window):
+        if not start(): break
+    while inflight:
+        events = sel.select(timeout=10)
+        if not events:
+            bad.append("timeout with %d in flight" % inflight); break
+        for key, mask in events:
+            s, st = key.fileobj, key.data
+            try:
+                if not st[2]:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err: raise OSError(err, errno.errorcode.get(err, "?"))
+                    s.send(b"GET / HTTP/1.0\r\n\r\n"); st[2] = True
+                    sel.modify(s, selectors.EVENT_READ, st); continue
+                chunk = s.recv(4096)
+                if chunk: st[1] += chunk; continue
+                body = st[1].decode(errors="replace")
+                if "200 OK" in body and ("Port %d," % st[0]) in body: ok += 1
+                else: bad.append("%d: %r" % (st[0], body[:60]))
+            except OSError as e:
+                bad.append("%d: %s" % (st[0], e))
+            sel.unregister(s); s.close(); inflight -= 1
+            start()
+    print("ok=%d bad=%d %s" % (ok, len(bad), bad[:5]))
+    """#
+
+    @Test(.enabled(if: TestNetwork.available, "needs root, ip and nft"))
+    func everyTCPPortAnswersFromAnotherHost() throws {
+        // 65535 listeners exceed one process's descriptors: worker processes hold them. The client runs on the
+        // far end of a veth pair: on the listening host itself every port is taken, none is left for a client.
+        try TestNetwork.with(.veth) { network in
+            let listener = try ListenProcess(["--ports", "-", "--tcp-only", "--no-timestamps"],
+                                             launcher: ["/usr/sbin/ip", "netns", "exec", network.near])
+            #expect(listener.waitForLog("listening on 65535 TCP ports", timeout: .seconds(60)), "log: \(listener.log) \(listener.errors)")
+            #expect(listener.log.contains("worker processes"))
+            let start = ContinuousClock.now
+            let client = try Portsweep.shell(["/usr/sbin/ip", "netns", "exec", network.far!, "/usr/bin/python3", "-c",
+                                              Self.rangeClient, TestNetwork.nearAddress, "1", "65535"])
+            print("65535 HTTP requests from the far host: \(ContinuousClock.now - start): \(client)")
+            #expect(client.hasPrefix("ok=65535 bad=0"), "client: \(client)")
+            #expect(listener.stop() == 0)
+            #expect(listener.errors.contains("65535 connections"), "summary: \(listener.errors)")
+        }
     }
 
     @Test func idleConnectionsAreClosedAndCapsRefuseExtraConnections() throws {

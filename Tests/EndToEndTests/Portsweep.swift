@@ -41,6 +41,20 @@ enum Portsweep {
         return path
     }
 
+    /// Runs a command to its end; returns its stdout.
+    static func shell(_ command: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
     static var isRoot: Bool { geteuid() == 0 }
 
     /// Whether this machine lets us make network namespaces (root with unshare and ip).

@@ -21,6 +21,7 @@ final class TestNetwork {
     private static let counter = Atomic<Int>(0)
 
     let kind: Kind
+    /// Namespace names: the host with portsweep, and (veth) the router at the far end.
     let near: String
     let far: String?
     private var created: [String] = []
