@@ -51,6 +51,12 @@ struct ListenCommand: AsyncParsableCommand {
     @Flag(name: [.short, .long], help: "No status line and no summary.")
     var quiet = false
 
+    @Flag(name: .long, help: "Once listening, connect to every listener through --target and report the results like a sweep.")
+    var selfTest = false
+
+    @Option(name: .long, help: ArgumentHelp("Address the self-test connects to (default 127.0.0.1).", valueName: "IP"))
+    var target: String = "127.0.0.1"
+
     // A worker process of a listen too large for one process: JSON Lines to the parent, start-up reported.
     @Flag(name: .long, help: .hidden)
     var worker = false
@@ -69,6 +75,9 @@ struct ListenCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try portSet()
         _ = try bindAddress()
+        guard IPAddress(target) != nil else {
+            throw ValidationError("invalid --target '\(target)': not an IPv4 or IPv6 address")
+        }
         if tcpOnly && udpOnly { throw ValidationError("--tcp-only and --udp-only exclude each other") }
         guard maxConnections >= 1 else { throw ValidationError("invalid --max-connections '\(maxConnections)': must be at least 1") }
         guard maxPerPort >= 1 else { throw ValidationError("invalid --max-per-port '\(maxPerPort)': must be at least 1") }
@@ -123,6 +132,19 @@ struct ListenCommand: AsyncParsableCommand {
 
         let stats = ListenStats(listening: configuration.ports.count)
         let status = !quiet && Terminal.stderrIsTerminal ? Task { await stats.showStatus() } : nil
+        let test = selfTest ? Task { [target] in
+            let results = await SelfTest(ports: configuration.ports, transports: configuration.transports,
+                                         reply: configuration.reply, target: IPAddress(target)!).run(on: group)
+            guard !Task.isCancelled else { return }  // stopped before the self-test finished
+            var renderer = ResultRenderer(options: RenderOptions(showProtocol: true, detailed: true,
+                                                                 bothProtocols: configuration.transports.count == 2))
+            var lines: [String] = []
+            for result in results { lines += renderer.add(result) }
+            lines += renderer.finish()
+            let passed = results.filter(\.outcome.isPass).count
+            log.note("self-test through \(target): \(passed) of \(results.count) passed")
+            for line in lines { log.note("self-test: " + line) }
+        } : nil
         let stopper = Task {
             let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
             log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
@@ -134,6 +156,7 @@ struct ListenCommand: AsyncParsableCommand {
             log.flush()  // the log is live: a line as each connection ends
         }
         stopper.cancel()
+        test?.cancel()
         status?.cancel()
         await status?.value
         log.flush()

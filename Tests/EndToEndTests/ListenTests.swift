@@ -288,6 +288,21 @@ extension EndToEnd {
         }
     }
 
+    @Test func selfTestReportsEachPortLikeASweep() throws {
+        let ports = try (0..<3).map { _ in try HeldPort.freePort() }.sorted()
+        let spec = ports.map(String.init).joined(separator: ",")
+        let good = try ListenProcess(["--ports", spec, "--self-test", "--no-timestamps"])
+        #expect(good.waitForLog("self-test through 127.0.0.1: 6 of 6 passed"), "log: \(good.log)")
+        #expect(good.stop() == 0)
+        // Listeners on 127.0.0.2, tested through 127.0.0.1 where nothing listens: refused, and ICMP for UDP.
+        let port = ports[0]
+        let bad = try ListenProcess(["--ports", "\(port)", "--bind", "127.0.0.2", "--self-test", "--no-timestamps"])
+        #expect(bad.waitForLog("self-test: "), "log: \(bad.log)")
+        #expect(bad.waitForLog("self-test: [FAIL] TCP \(port) (ECONNREFUSED)"), "log: \(bad.log)")
+        #expect(bad.waitForLog("self-test: [SEND] UDP \(port) (ECONNREFUSED)"), "log: \(bad.log)")
+        #expect(bad.stop() == 0)
+    }
+
     @Test func idleConnectionsAreClosedAndCapsRefuseExtraConnections() throws {
         let port = try HeldPort.freePort()
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--idle-timeout", "0.5", "--max-per-port", "1"])

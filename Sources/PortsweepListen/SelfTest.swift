@@ -1,0 +1,127 @@
+public import PortsweepEngine
+public import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Sigma Port Listener's "Test Connection", for every port: connect to each listener through `target`, speak
+/// the reply mode's language, and judge the answer with the sweep's outcome bits. FAIL: no TCP connection;
+/// SEND: a datagram refused (ICMP); RECV: the reply missing or wrong. Silent listeners are judged by the
+/// connection alone (TCP) or the absence of an ICMP error (UDP).
+public struct SelfTest: Sendable {
+    public var ports: PortSet
+    public var transports: Set<Transport>
+    public var reply: ReplyMode
+    public var target: IPAddress
+    public var timeout: Duration
+    /// Tests in flight at once.
+    public var concurrency: Int
+
+    public init(ports: PortSet, transports: Set<Transport>, reply: ReplyMode, target: IPAddress,
+                timeout: Duration = .seconds(3), concurrency: Int = 256) {
+        self.ports = ports
+        self.transports = transports
+        self.reply = reply
+        self.target = target
+        self.timeout = timeout
+        self.concurrency = max(1, concurrency)
+    }
+
+    /// Tests every port; results in port order, TCP before UDP.
+    public func run(on group: EventLoopGroup) async -> [PortResult] {
+        let jobs = ports.sorted.flatMap { port in transports.sorted().map { (port, $0) } }
+        var results: [PortResult] = []
+        results.reserveCapacity(jobs.count)
+        await withTaskGroup(of: PortResult.self) { taskGroup in
+            var next = 0
+            func add() {
+                guard next < jobs.count else { return }
+                let (port, transport) = jobs[next]
+                let loop = group.loops[next % group.loops.count]
+                next += 1
+                taskGroup.addTask(executorPreference: loop) {
+                    await transport == .tcp ? testTCP(port, on: loop) : testUDP(port, on: loop)
+                }
+            }
+            for _ in 0..<concurrency { add() }
+            for await result in taskGroup {
+                results.append(result)
+                add()
+            }
+        }
+        return results.sorted { ($0.port, $0.transport) < ($1.port, $1.transport) }
+    }
+
+    static let probeLine = Array("client -> server\n".utf8)
+
+    private func testTCP(_ port: UInt16, on loop: EventLoop) async -> PortResult {
+        let address = SocketAddress(target, port: port)
+        let connection: TCPConnection
+        do {
+            connection = try await TCPConnection.connect(to: address, on: loop, timeout: timeout)
+        } catch {
+            return PortResult(port: port, transport: .tcp, outcome: .fail, errno: (error as? UVError)?.errno ?? 0)
+        }
+        defer { Task { await connection.close(reset: true) } }
+        do {
+            switch reply {
+            case .silent:
+                try await connection.write(SelfTest.probeLine, timeout: timeout)
+                return PortResult(port: port, transport: .tcp, outcome: .pass)
+            case .echo:
+                try await connection.write(SelfTest.probeLine, timeout: timeout)
+                let back = try await connection.read(exactly: SelfTest.probeLine.count, timeout: timeout)
+                return PortResult(port: port, transport: .tcp, outcome: back == SelfTest.probeLine ? .pass : .recv,
+                                  errno: back == SelfTest.probeLine ? 0 : EBADMSG)
+            case .http:
+                try await connection.write(Array("GET / HTTP/1.1\r\nHost: self-test\r\nConnection: close\r\n\r\n".utf8),
+                                           timeout: timeout)
+                var response: [UInt8] = []
+                while true {
+                    let chunk = try await connection.read(timeout: timeout)
+                    if chunk.isEmpty { break }
+                    response += chunk
+                }
+                let text = String(decoding: response, as: UTF8.self)
+                let good = text.hasPrefix("HTTP/1.1 200 OK") && text.contains("Port test successful!")
+                return PortResult(port: port, transport: .tcp, outcome: good ? .pass : .recv, errno: good ? 0 : EBADMSG)
+            }
+        } catch {
+            return PortResult(port: port, transport: .tcp, outcome: .recv, errno: (error as? UVError)?.errno ?? 0)
+        }
+    }
+
+    private func testUDP(_ port: UInt16, on loop: EventLoop) async -> PortResult {
+        let connection: UDPConnection
+        do {
+            connection = try await UDPConnection.connect(to: SocketAddress(target, port: port), on: loop)
+        } catch {
+            return PortResult(port: port, transport: .udp, outcome: .erro, errno: (error as? UVError)?.errno ?? 0)
+        }
+        defer { Task { await connection.close() } }
+        // Datagrams get lost: three tries within the timeout.
+        let tries = 3
+        for _ in 0..<tries {
+            do {
+                try await connection.send(SelfTest.probeLine)
+                let back = try await connection.receive(timeout: timeout / tries)
+                let good: Bool
+                switch reply {
+                case .echo: good = back == SelfTest.probeLine
+                case .http: good = String(decoding: back, as: UTF8.self).hasPrefix("Port test successful!")
+                case .silent: good = false
+                }
+                return PortResult(port: port, transport: .udp, outcome: good ? .pass : .recv, errno: good ? 0 : EBADMSG)
+            } catch let error as UVError where error == .timedOut {
+                continue
+            } catch {
+                let errno = (error as? UVError)?.errno ?? 0
+                return PortResult(port: port, transport: .udp, outcome: .send, errno: errno)
+            }
+        }
+        // No answer: right for a silent listener (no ICMP error came back), a lost reply otherwise.
+        return reply == .silent
+            ? PortResult(port: port, transport: .udp, outcome: .pass)
+            : PortResult(port: port, transport: .udp, outcome: .recv, errno: ETIMEDOUT)
+    }
+}
