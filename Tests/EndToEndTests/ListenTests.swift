@@ -303,6 +303,108 @@ extension EndToEnd {
         #expect(bad.stop() == 0)
     }
 
+    /// Holds `idle` connections open, sends a burst of `burst` HTTP requests (one connection each, 500 at a
+    /// time), then releases the idle ones; prints `idle=N burst_ok=M`.
+    static let abuseClient = #"""
+    import socket, sys, selectors
+    host, port, idle, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    held = []
+    for _ in range(idle):
+        s = socket.socket(); s.setblocking(False)
+        try: s.connect((host, port))
+        except BlockingIOError: pass
+        held.append(s)
+    sel = selectors.DefaultSelector(); ok = 0; started = 0; inflight = 0
+    def start():
+        global started, inflight
+        if started >= burst: return
+        s = socket.socket(); s.setblocking(False)
+        try: s.connect((host, port))
+        except BlockingIOError: pass
+        sel.register(s, selectors.EVENT_WRITE, [b"", False]); started += 1; inflight += 1
+    for _ in range(500): start()
+    while inflight:
+        events = sel.select(timeout=10)
+        if not events: break
+        for key, _ in events:
+            s, st = key.fileobj, key.data
+            try:
+                if not st[1]:
+                    if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR): raise OSError()
+                    s.send(b"GET / HTTP/1.0\r\n\r\n"); st[1] = True; sel.modify(s, selectors.EVENT_READ, st); continue
+                chunk = s.recv(4096)
+                if chunk: st[0] += chunk; continue
+                if b"200 OK" in st[0]: ok += 1
+            except OSError:
+                pass
+            sel.unregister(s); s.close(); inflight -= 1; start()
+    print("idle=%d burst_ok=%d" % (len(held), ok), flush=True)
+    sys.stdin.readline()  # hold the idle connections until told to let go
+    """#
+
+    @Test func aBurstAndAThousandIdleConnectionsLeaveItAnswering() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps", "-q",
+                                          "--max-connections", "50000", "--max-per-port", "50000"])
+        #expect(listener.waitForLog("listening on"))
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        client.arguments = ["-c", Self.abuseClient, "127.0.0.1", "\(port)", "1000", "20000"]
+        let input = Pipe(), output = Pipe()
+        client.standardInput = input
+        client.standardOutput = output
+        try client.run()
+        let report = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(report.hasPrefix("idle=1000 burst_ok=20000"), "client: \(report)")
+        // With the 1,000 idle connections still open, another client is answered at once.
+        let start = ContinuousClock.now
+        #expect(try Net.curl(["http://127.0.0.1:\(port)/"]).hasPrefix("Port test successful!"))
+        #expect(ContinuousClock.now - start < .seconds(2))
+        try input.fileHandleForWriting.write(contentsOf: Data("done\n".utf8))
+        client.waitUntilExit()
+        #expect(listener.stop() == 0)
+    }
+
+    @Test func runningOutOfDescriptorsInAcceptNeitherSpinsNorStopsTheListener() throws {
+        let port = try HeldPort.freePort()
+        // 300 descriptors: 1,000 idle connections exhaust them, and accept meets EMFILE.
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps", "-q"],
+                                         launcher: ["/usr/bin/prlimit", "--nofile=300:300"])
+        #expect(listener.waitForLog("listening on"))
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        client.arguments = ["-c", Self.abuseClient, "127.0.0.1", "\(port)", "1000", "0"]
+        let input = Pipe(), output = Pipe()
+        client.standardInput = input
+        client.standardOutput = output
+        try client.run()
+        #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("idle=1000"))
+        // Held at the limit for a second: the loop must sleep, not spin on a readable listener it cannot accept.
+        let before = Self.cpuSeconds(listener.process.processIdentifier)
+        usleep(1_000_000)
+        let used = Self.cpuSeconds(listener.process.processIdentifier) - before
+        #expect(used < 0.3, "CPU seconds used in one second at the descriptor limit: \(used)")
+        try input.fileHandleForWriting.write(contentsOf: Data("done\n".utf8))
+        client.waitUntilExit()
+        // The idle connections are gone: the listener serves again.
+        var answered = false
+        for _ in 0..<50 where !answered {
+            answered = (try? Net.curl(["http://127.0.0.1:\(port)/"]))?.hasPrefix("Port test successful!") == true
+            if !answered { usleep(100_000) }
+        }
+        #expect(answered, "the listener must serve again once descriptors are free")
+        #expect(listener.stop() == 0)
+    }
+
+    /// User plus system CPU time of a process, from /proc.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     @Test func idleConnectionsAreClosedAndCapsRefuseExtraConnections() throws {
         let port = try HeldPort.freePort()
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--idle-timeout", "0.5", "--max-per-port", "1"])
