@@ -9,7 +9,9 @@ import UVLoop
 /// --worker` on a share of the ports, with loops of its own; it reports its start-up and then every event as
 /// JSON Lines on its stdout, which this process merges into one log and one set of statistics.
 final class ListenWorkers: Sendable {
-    private let processes: [Process]
+    /// Worker process ids. Spawned with posix_spawn, not Foundation's Process: that one opens a pair of UDP
+    /// sockets on 127.0.0.1 for its run loop, and they would take two UDP ports away from the workers.
+    private let processes: [pid_t]
     let events: AsyncStream<ListenEvent>
     private let continuation: AsyncStream<ListenEvent>.Continuation
     private let startup = Mutex<(ready: Int, failures: [ListenFailure], ended: Int)>((0, [], 0))
@@ -23,19 +25,14 @@ final class ListenWorkers: Sendable {
     init(ports: PortSet, portsPerWorker: Int, workerArguments: [String]) throws {
         (events, continuation) = AsyncStream<ListenEvent>.makeStream(bufferingPolicy: .unbounded)
         let sorted = ports.sorted
-        var processes: [Process] = []
-        var outputs: [FileHandle] = []
+        var processes: [pid_t] = []
+        var outputs: [Int32] = []
         for start in stride(from: 0, to: sorted.count, by: portsPerWorker) {
             let share = PortSet(sorted[start..<min(sorted.count, start + portsPerWorker)])
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: ListenWorkers.executable)
-            process.arguments = ["listen", "--worker", "--ports", share.description] + workerArguments
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            processes.append(process)
-            outputs.append(out.fileHandleForReading)
+            let (pid, output) = try ListenWorkers.spawn(
+                [ListenWorkers.executable, "listen", "--worker", "--ports", share.description] + workerArguments)
+            processes.append(pid)
+            outputs.append(output)
         }
         self.processes = processes
         for output in outputs {
@@ -58,17 +55,48 @@ final class ListenWorkers: Sendable {
 
     /// Asks every worker to close its listeners and exit; the events sequence ends when all have.
     func stop() {
-        for process in processes where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        for pid in processes { kill(pid, SIGTERM) }
     }
 
-    private func read(_ handle: FileHandle) {
+    struct SpawnError: Error, CustomStringConvertible {
+        let errno: Int32
+        var description: String { "cannot start a worker process: \(String(cString: strerror(errno)))" }
+    }
+
+    /// Starts `arguments` with stdin from /dev/null and stdout into a pipe; returns the pid and the pipe's read end.
+    private static func spawn(_ arguments: [String]) throws -> (pid_t, Int32) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SpawnError(errno: errno) }
+        // Not inherited by later workers (dup2 gives the child its own stdout without the flag).
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO)
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for arg in argv { free(arg) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            throw SpawnError(errno: rc)
+        }
+        return (pid, fds[0])
+    }
+
+    private func read(_ fd: Int32) {
         var pending = Data()
         var reported = false
         let decoder = JSONDecoder()
+        var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let data = handle.availableData
-            if data.isEmpty { break }
-            pending += data
+            let n = Glibc.read(fd, &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            pending.append(contentsOf: chunk[0..<n])
             while let newline = pending.firstIndex(of: 0x0A) {
                 let line = pending[pending.startIndex..<newline]
                 pending = Data(pending[(newline + 1)...])
@@ -88,12 +116,19 @@ final class ListenWorkers: Sendable {
                 }
             }
         }
+        close(fd)
         if !reported { started.signal() }
         let last = startup.withLock { state -> Bool in
             state.ended += 1
             return state.ended == processes.count
         }
-        if last { continuation.finish() }
+        if last {
+            for pid in processes {
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+            }
+            continuation.finish()
+        }
     }
 }
 
