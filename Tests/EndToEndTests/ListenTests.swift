@@ -210,6 +210,12 @@ extension EndToEnd {
         #expect(run.stdout.isEmpty)
     }
 
+    @Test func anAddressNotOnThisMachineIsSaidSo() throws {
+        let run = try Portsweep.run(["listen", "--ports", "40000", "--tcp-only", "--bind", "192.0.2.1"])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("not an address of this machine"), "stderr: \(run.stderr)")
+    }
+
     @Test(.enabled(if: Portsweep.canMakeNamespaces, "needs root to run as nobody in a namespace"))
     func privilegedPortsNeedRoot() throws {
         let run = try Portsweep.run(["listen", "--ports", "80-81"], inNamespace: true, asUser: "nobody")
