@@ -151,6 +151,21 @@ extension EndToEnd {
         #expect(listener.errors.contains("busiest ports: \(port) (3)"))
     }
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"), "needs chromium"))
+    func aRealBrowserShowsThePage() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only"])
+        #expect(listener.waitForLog("listening on"))
+        let dom = try Portsweep.shell(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                       "--user-data-dir=\(NSTemporaryDirectory())chromium-\(port)",
+                                       "--dump-dom", "http://127.0.0.1:\(port)/from-a-browser"])
+        #expect(dom.contains("Port test successful!"), "page: \(dom)")
+        #expect(dom.contains("Port \(port), client 127.0.0.1:"))
+        #expect(listener.stop() == 0)
+        #expect(listener.log.contains("requests="), "log: \(listener.log)")
+        try? FileManager.default.removeItem(atPath: "\(NSTemporaryDirectory())chromium-\(port)")
+    }
+
     @Test func pipelinedRequestsAndABadRequest() throws {
         let port = try HeldPort.freePort()
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps"])
