@@ -19,7 +19,6 @@ public final class ListenShard {
 
     private var listeners: [UInt16: UnsafeMutablePointer<uv_tcp_t>] = [:]
     private var udpSockets: [UInt16: UnsafeMutablePointer<uv_udp_t>] = [:]
-    private var connections: Set<ObjectIdentifier> = []
     private var connectionList: [ObjectIdentifier: Connection] = [:]
     private var perPort: [UInt16: Int] = [:]
     private let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
