@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
     ],
     targets: [
         // C shims: module maps and nothing else.
@@ -51,6 +52,12 @@ let package = Package(
         // The listen mode: hold listeners on a range, reply, and stream what happens as events.
         .target(name: "PortsweepListen", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
 
+        // The serve mode: the "check my port" web service on the loop.
+        .target(
+            name: "PortsweepServe",
+            dependencies: ["PortsweepHTTP", "UVLoop", .product(name: "HTTPTypes", package: "swift-http-types")],
+            swiftSettings: strict),
+
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
         .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),
 
@@ -58,7 +65,7 @@ let package = Package(
         .target(
             name: "PortsweepCLI",
             dependencies: [
-                "PortsweepSweep", "PortsweepListen", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -67,7 +74,7 @@ let package = Package(
 
         .testTarget(
             name: "PortsweepTests",
-            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP", "PortsweepListen"],
+            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP", "PortsweepListen", "PortsweepServe"],
             swiftSettings: strict),
         // End-to-end: the built binary in network namespaces of its own (root only).
         .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),

@@ -14,7 +14,7 @@ public struct PortsweepCommand: AsyncParsableCommand {
             (PASS 0, FAIL 1, SEND 2, SUDO 4, USED 8, RECV 16, ERRO 64).
             """,
         version: "0.1.0",
-        subcommands: [SweepCommand.self, ListenCommand.self],
+        subcommands: [SweepCommand.self, ListenCommand.self, ServeCommand.self],
         defaultSubcommand: nil)
 
     public init() {}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Logging
+import PortsweepServe
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `portsweep serve`: the "check my port" web service.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve GET /check_port: probe the caller's own address and say whether the port is reachable.",
+        discussion: """
+            curl "server:8000/check_port?port=3000&protocol=udp" from the machine whose port you want checked. \
+            Statuses: Reachable, Reachable and Verified, Unreachable, Filtered (TCP) or Reachable or Filtered (UDP). \
+            Exit status: 0 after SIGTERM/SIGINT, 2 when the listen address cannot be used, 64 bad usage.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("Address and port to serve on.", valueName: "ADDR:PORT"))
+    var listen: String = "0.0.0.0:8000"
+
+    @Option(name: .long, help: ArgumentHelp("Probe timeout in seconds.", valueName: "SECONDS"))
+    var timeout: Double = 3
+
+    @Option(name: .long, help: ArgumentHelp("Checks per client address: N/SECONDS (default 4/60), or off.", valueName: "N/SECONDS"))
+    var rateLimit: String = "4/60"
+
+    @Option(name: .long, help: ArgumentHelp("Believe X-Forwarded-For from these peers (repeatable).", valueName: "CIDR"))
+    var trustProxy: [String] = []
+
+    func listenAddress() throws -> SocketAddress {
+        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]),
+              let ip = IPAddress(String(listen[..<colon])) else {
+            throw ValidationError("invalid --listen '\(listen)': expected ADDR:PORT, such as 0.0.0.0:8000 or [::]:8000")
+        }
+        return SocketAddress(ip, port: port)
+    }
+
+    func limit() throws -> RateLimit? {
+        if rateLimit.lowercased() == "off" { return nil }
+        let parts = rateLimit.split(separator: "/").map(String.init)
+        guard parts.count == 2, let count = Int(parts[0]), count > 0, let seconds = Double(parts[1]), seconds > 0 else {
+            throw ValidationError("invalid --rate-limit '\(rateLimit)': expected N/SECONDS (such as 4/60) or off")
+        }
+        return RateLimit(count: count, window: .milliseconds(Int64(seconds * 1000)))
+    }
+
+    func validate() throws {
+        _ = try listenAddress()
+        _ = try limit()
+        guard timeout.isFinite, timeout > 0, timeout <= 60 else {
+            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout))': must be more than 0 and at most 60 seconds")
+        }
+        for cidr in trustProxy where CIDR(cidr) == nil {
+            throw ValidationError("invalid --trust-proxy '\(cidr)': not an address block such as 10.0.0.0/8")
+        }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "portsweep.serve")
+        var configuration = CheckConfiguration()
+        configuration.probeTimeout = .milliseconds(Int64(timeout * 1000))
+        configuration.rateLimit = try limit()
+        configuration.trustedProxies = trustProxy.compactMap(CIDR.init)
+        let group = EventLoopGroup()
+        defer { group.shutdown() }
+        let service = CheckService(configuration, group: group)
+        let server: HTTPServer
+        do {
+            server = try await HTTPServer(on: try listenAddress(), group: group) { request in
+                let start = ContinuousClock.now
+                let response = await service.handle(request)
+                logger.info("\(request.peer.map { "\($0)" } ?? "?") \(request.head.method.rawValue) \(request.head.path ?? "") \(response.head.status.code) \(ContinuousClock.now - start)")
+                return response
+            }
+        } catch {
+            Terminal.error("portsweep: cannot serve on \(listen): \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
+        let bound = await server.localAddress.map { "\($0)" } ?? listen
+        logger.info("serving /check_port on \(bound)")
+        let serving = Task { await server.run() }
+        let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
+        logger.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        serving.cancel()
+        await serving.value
+    }
+}

@@ -1,0 +1,287 @@
+import Foundation
+import HTTPTypes
+import Synchronization
+public import UVLoop
+
+/// A rolling-window limit: `count` checks per `window` per client address.
+public struct RateLimit: Sendable, Equatable {
+    public var count: Int
+    public var window: Duration
+    public init(count: Int, window: Duration) {
+        self.count = count
+        self.window = window
+    }
+    /// The original service's: 4 checks per rolling 60 s.
+    public static let original = RateLimit(count: 4, window: .seconds(60))
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32`.
+public struct CIDR: Sendable, Equatable {
+    public let network: IPAddress
+    public let prefix: Int
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let ip = IPAddress(parts[0]) else { return nil }
+        let bits = ip.bytes.count * 8
+        let prefix = parts.count == 2 ? Int(parts[1]) : bits
+        guard let prefix, (0...bits).contains(prefix) else { return nil }
+        network = ip
+        self.prefix = prefix
+    }
+
+    public func contains(_ ip: IPAddress) -> Bool {
+        guard ip.family == network.family else { return false }
+        var left = prefix
+        for (a, b) in zip(ip.bytes, network.bytes) where left > 0 {
+            let mask: UInt8 = left >= 8 ? 0xff : ~(0xff >> UInt8(left))
+            if a & mask != b & mask { return false }
+            left -= 8
+        }
+        return true
+    }
+}
+
+public struct CheckConfiguration: Sendable {
+    public var probeTimeout: Duration = .seconds(3)
+    /// nil: no limit.
+    public var rateLimit: RateLimit? = .original
+    /// Peers whose `X-Forwarded-For` is believed.
+    public var trustedProxies: [CIDR] = []
+    /// Probes in flight at most; more get 503.
+    public var maxProbes: Int = 10_000
+
+    public init() {}
+}
+
+/// The port-checker API: `GET /check_port?port=&protocol=&confirmation_data=&format=` probes the caller's own
+/// address and answers in the original service's words and shapes; `GET /healthz`.
+public final class CheckService: Sendable {
+    public let configuration: CheckConfiguration
+    private let group: EventLoopGroup
+    private let limiter: RateLimiter?
+    private let probes = Mutex(0)
+
+    public init(_ configuration: CheckConfiguration, group: EventLoopGroup) {
+        self.configuration = configuration
+        self.group = group
+        limiter = configuration.rateLimit.map(RateLimiter.init)
+    }
+
+    public func handle(_ request: ServerRequest) async -> ServerResponse {
+        let (path, query) = CheckService.split(request.head.path ?? "/")
+        switch (request.head.method, path) {
+        case (.get, "/healthz"), (.head, "/healthz"):
+            return ServerResponse(status: .ok, headers: [.contentType: "text/plain"], body: Array("ok\n".utf8))
+        case (.get, "/check_port"), (.head, "/check_port"):
+            return await check(query: query, request: request)
+        case (_, "/check_port"), (_, "/healthz"):
+            return Answer.error("Method not allowed", status: .methodNotAllowed, text: false)
+        default:
+            return Answer.error("Not found", status: .notFound, text: false)
+        }
+    }
+
+    /// The address a check probes: the peer, or the `X-Forwarded-For` it sets when it is a trusted proxy.
+    func client(of request: ServerRequest) -> IPAddress? {
+        guard let peer = request.peer?.ip else { return nil }
+        guard configuration.trustedProxies.contains(where: { $0.contains(peer) }),
+              let forwarded = request.head.headerFields[.init("X-Forwarded-For")!],
+              let last = forwarded.split(separator: ",").last,
+              let ip = IPAddress(last.trimmingCharacters(in: .whitespaces)) else { return peer }
+        return ip
+    }
+
+    private func check(query: [String: String], request: ServerRequest) async -> ServerResponse {
+        let format = query["format"]?.lowercased() ?? "json"
+        guard format == "json" || format == "text" else {
+            return Answer.error("Unsupported format: use json or text", status: .badRequest, text: false)
+        }
+        let text = format == "text"
+        guard let portText = query["port"], !portText.isEmpty, let protocolText = query["protocol"], !protocolText.isEmpty else {
+            return Answer.error("Port number and protocol are required", status: .badRequest, text: text)
+        }
+        guard let port = Int(portText), (1...65535).contains(port) else {
+            return Answer.error("Port must be an integer from 1 to 65535", status: .badRequest, text: text)
+        }
+        let proto = protocolText.lowercased()
+        guard proto == "tcp" || proto == "udp" else {
+            return Answer.error("Unsupported protocol", status: .badRequest, text: text)
+        }
+        let confirmation = query["confirmation_data"]
+        if let confirmation, confirmation.count > 20 {
+            return Answer.error("Confirmation data too long. Maximum length is 20 characters.", status: .badRequest, text: text)
+        }
+        guard let ip = client(of: request) else {
+            return Answer.error("Cannot tell the client's address", status: .badRequest, text: text)
+        }
+        if let limiter, let wait = limiter.admit(ip) {
+            return Answer.tooMany(wait: wait, text: text)
+        }
+        let admitted = probes.withLock { count -> Bool in
+            guard count < configuration.maxProbes else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else { return Answer.error("Too many checks in progress", status: .serviceUnavailable, text: text) }
+        defer { probes.withLock { $0 -= 1 } }
+        let target = SocketAddress(ip, port: UInt16(port))
+        let loop = group.next()
+        let outcome = proto == "tcp"
+            ? await Probe.tcp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
+            : await Probe.udp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
+        var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
+                                           ("port_status", outcome.status), ("received_data", outcome.received)]
+        if let confirmation { fields.append(("confirmation_data", confirmation)) }
+        return Answer.fields(fields, status: .ok, text: text)
+    }
+
+    /// Splits `/path?a=1&b=2` into the path and percent-decoded query items (the first of a repeated name wins).
+    static func split(_ target: String) -> (String, [String: String]) {
+        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
+        var items: [String: String] = [:]
+        for pair in target[target.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
+                String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
+            }
+            if items[parts[0]] == nil { items[parts[0]] = parts.count == 2 ? parts[1] : "" }
+        }
+        return (String(target[..<mark]), items)
+    }
+}
+
+/// Response bodies in the original's shapes: JSON indented by four spaces, keys in order, ending with a newline;
+/// or `key: value` lines.
+enum Answer {
+    static func fields(_ fields: [(String, String?)], status: HTTPResponse.Status, text: Bool,
+                       extraHeaders: HTTPFields = [:]) -> ServerResponse {
+        var headers = extraHeaders
+        let body: String
+        if text {
+            headers[.contentType] = "text/plain"
+            body = fields.map { "\($0.0): \($0.1 ?? "null")" }.joined(separator: "\n") + "\n"
+        } else {
+            headers[.contentType] = "application/json"
+            let encoder = JSONEncoder()
+            let members = fields.map { key, value -> String in
+                let encoded = value.map { String(decoding: (try? encoder.encode($0)) ?? Data("\"\"".utf8), as: UTF8.self) } ?? "null"
+                return "    \"\(key)\": \(encoded)"
+            }
+            body = "{\n" + members.joined(separator: ",\n") + "\n}\n"
+        }
+        return ServerResponse(status: status, headers: headers, body: Array(body.utf8))
+    }
+
+    static func error(_ message: String, status: HTTPResponse.Status, text: Bool) -> ServerResponse {
+        if text {
+            return ServerResponse(status: status, headers: [.contentType: "text/plain"], body: Array("Error: \(message)\n".utf8))
+        }
+        return fields([("error", message)], status: status, text: false)
+    }
+
+    static func tooMany(wait: Duration, text: Bool) -> ServerResponse {
+        let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
+        let waitText = String(format: "%.2f seconds", seconds)
+        let retryAfter: HTTPFields = [.retryAfter: "\(Int(seconds.rounded(.up)))"]
+        if text {
+            return ServerResponse(status: .tooManyRequests, headers: retryAfter.merging([.contentType: "text/plain"]),
+                                  body: Array("Error: Too many requests. Please wait. Wait time: \(waitText)\n".utf8))
+        }
+        return fields([("error", "Too many requests. Please wait."), ("wait_time", waitText)], status: .tooManyRequests,
+                      text: false, extraHeaders: retryAfter)
+    }
+}
+
+extension HTTPFields {
+    func merging(_ other: HTTPFields) -> HTTPFields {
+        var out = self
+        for field in other { out.append(field) }
+        return out
+    }
+}
+
+/// Checks per client address in a rolling window. Addresses whose checks all left the window are forgotten.
+final class RateLimiter: Sendable {
+    private let limit: RateLimit
+    private let state = Mutex<(clients: [IPAddress: [ContinuousClock.Instant]], sinceSweep: Int)>(([:], 0))
+
+    init(_ limit: RateLimit) { self.limit = limit }
+
+    /// Counts a check for `ip`, or returns how long it must wait.
+    func admit(_ ip: IPAddress) -> Duration? {
+        let now = ContinuousClock.now
+        return state.withLock { state -> Duration? in
+            state.sinceSweep += 1
+            if state.sinceSweep >= 1024 {
+                state.sinceSweep = 0
+                state.clients = state.clients.filter { $0.value.last.map { now - $0 < limit.window } ?? false }
+            }
+            var times = state.clients[ip, default: []].filter { now - $0 < limit.window }
+            if times.count >= limit.count {
+                state.clients[ip] = times
+                return times[times.count - limit.count] + limit.window - now
+            }
+            times.append(now)
+            state.clients[ip] = times
+            return nil
+        }
+    }
+}
+
+/// The probes of the caller's port, with the original's status words.
+enum Probe {
+    struct Outcome {
+        var status: String
+        var received: String?
+    }
+
+    static func tcp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Outcome {
+        let connection: TCPConnection
+        do {
+            connection = try await TCPConnection.connect(to: target, on: loop, timeout: timeout)
+        } catch let error as UVError where error == .timedOut {
+            return Outcome(status: "Filtered")
+        } catch {
+            return Outcome(status: "Unreachable")
+        }
+        guard let confirmation, !confirmation.isEmpty else {
+            await connection.close(reset: true)
+            return Outcome(status: "Reachable")
+        }
+        let sent = Array(confirmation.utf8)
+        var back: [UInt8] = []
+        do {
+            try await connection.write(sent, timeout: timeout)
+            while back.count < sent.count {
+                let chunk = try await connection.read(maxBytes: sent.count - back.count, timeout: timeout)
+                if chunk.isEmpty { break }
+                back += chunk
+            }
+        } catch {}
+        await connection.close(reset: true)
+        let received = back.isEmpty ? nil : String(decoding: back, as: UTF8.self)
+        return Outcome(status: back == sent ? "Reachable and Verified" : "Reachable", received: received)
+    }
+
+    static func udp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Outcome {
+        let connection: UDPConnection
+        do {
+            connection = try await UDPConnection.connect(to: target, on: loop)
+        } catch {
+            return Outcome(status: "Unreachable")
+        }
+        // A short payload: never more than the request that asked for it (no amplification).
+        let sent = Array((confirmation.flatMap { $0.isEmpty ? nil : $0 } ?? "portsweep").utf8)
+        defer { Task { await connection.close() } }
+        do {
+            try await connection.send(sent)
+            let back = try await connection.receive(timeout: timeout)
+            return Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
+                           received: String(decoding: back, as: UTF8.self))
+        } catch let error as UVError where error == .timedOut {
+            return Outcome(status: "Reachable or Filtered")
+        } catch {
+            return Outcome(status: "Unreachable")
+        }
+    }
+}

@@ -1,0 +1,171 @@
+public import HTTPTypes
+import PortsweepHTTP
+public import UVLoop
+import Synchronization
+
+/// A request as a handler sees it: the head as swift-http-types values, and the peer.
+public struct ServerRequest: Sendable {
+    public var head: HTTPRequest
+    public var peer: SocketAddress?
+}
+
+/// A response: the head and the body.
+public struct ServerResponse: Sendable {
+    public var head: HTTPResponse
+    public var body: [UInt8]
+
+    public init(status: HTTPResponse.Status, headers: HTTPFields = [:], body: [UInt8]) {
+        head = HTTPResponse(status: status, headerFields: headers)
+        self.body = body
+    }
+}
+
+/// Limits that keep a slow or garbage client from holding the server.
+public struct ServerLimits: Sendable {
+    /// Open connections at most; more are closed at once.
+    public var maxConnections: Int = 10_000
+    /// Bytes of request head (request line and headers) at most: 431 beyond.
+    public var maxHeadBytes: Int = 32 * 1024
+    /// Request line (target) length at most: 414 beyond.
+    public var maxTargetLength: Int = 4096
+    /// A connection idle (or a request incomplete) for this long gets 408 and is closed.
+    public var idleTimeout: Duration = .seconds(30)
+
+    public init() {}
+}
+
+/// HTTP/1.1 on a loop: a listener, a task per connection (on the loop), requests framed by http-parser and
+/// answered in order (pipelining), keep-alive, and the limits above.
+public final class HTTPServer: Sendable {
+    public typealias Handler = @Sendable (ServerRequest) async -> ServerResponse
+
+    private let listener: TCPListener
+    private let loops: [EventLoop]
+    private let handler: Handler
+    private let limits: ServerLimits
+    private let connections = ConnectionCount()
+
+    /// Binds and listens; throws `UVError` (address in use, not local, privileged port).
+    public init(on address: SocketAddress, group: EventLoopGroup, limits: ServerLimits = ServerLimits(),
+                handler: @escaping Handler) async throws {
+        listener = try await TCPListener.listen(on: address, loop: group.loops[0])
+        loops = group.loops
+        self.handler = handler
+        self.limits = limits
+    }
+
+    public var localAddress: SocketAddress? { get async { await listener.localAddress } }
+
+    /// Accepts and serves until the task is cancelled; then stops accepting and waits for the connections'
+    /// current requests to be answered.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let connection: TCPConnection
+                do {
+                    connection = try await listener.accept(timeout: .seconds(3600))
+                } catch {
+                    if Task.isCancelled { break }
+                    continue
+                }
+                guard connections.enter(limit: limits.maxConnections) else {
+                    await connection.close(reset: true)
+                    continue
+                }
+                group.addTask(executorPreference: connection.loop) { [self] in
+                    await serve(connection)
+                    connections.leave()
+                }
+            }
+            await listener.close()
+        }
+    }
+
+    private func serve(_ connection: TCPConnection) async {
+        let peer = await connection.remoteAddress
+        let framer = HTTPRequestFramer(collectHeaders: true)
+        var headBytes = 0
+        serving: while true {
+            let chunk: [UInt8]
+            do {
+                chunk = try await connection.read(timeout: limits.idleTimeout)
+            } catch let error as UVError where error == .timedOut {
+                if headBytes > 0 { await send(connection, Self.error(.requestTimeout, "request timed out"), keepAlive: false) }
+                break
+            } catch {
+                break
+            }
+            if chunk.isEmpty { break }
+            headBytes += chunk.count
+            let heads: [HTTPRequestHead]
+            do {
+                heads = try framer.feed(chunk)
+            } catch {
+                let status: HTTPResponse.Status = error.name == "HPE_HEADER_OVERFLOW" ? .requestHeaderFieldsTooLarge : .badRequest
+                await send(connection, Self.error(status, "bad request: \(error.name)"), keepAlive: false)
+                break
+            }
+            if heads.isEmpty {
+                if headBytes > limits.maxHeadBytes {
+                    await send(connection, Self.error(.requestHeaderFieldsTooLarge, "request header fields too large"), keepAlive: false)
+                    break
+                }
+                continue
+            }
+            headBytes = 0
+            for head in heads {
+                if head.target.utf8.count > limits.maxTargetLength {
+                    await send(connection, Self.error(.uriTooLong, "request target too long"), keepAlive: false)
+                    break serving
+                }
+                var fields = HTTPFields()
+                for (name, value) in head.headers {
+                    if let fieldName = HTTPField.Name(name) { fields.append(HTTPField(name: fieldName, value: value)) }
+                }
+                let request = HTTPRequest(method: HTTPRequest.Method(head.method) ?? .get, scheme: nil,
+                                          authority: head.headers.first { $0.name.lowercased() == "host" }?.value,
+                                          path: head.target, headerFields: fields)
+                let response = await handler(ServerRequest(head: request, peer: peer))
+                let keepAlive = head.keepAlive && !framer.isUpgraded
+                guard await send(connection, response, keepAlive: keepAlive, headOnly: head.isHead) else { break serving }
+                if !keepAlive { break serving }
+            }
+        }
+        await connection.close()
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> ServerResponse {
+        ServerResponse(status: status, headers: [.contentType: "text/plain"], body: Array((message + "\n").utf8))
+    }
+
+    /// Writes a response; false when the connection failed.
+    @discardableResult
+    private func send(_ connection: TCPConnection, _ response: ServerResponse, keepAlive: Bool,
+                      headOnly: Bool = false) async -> Bool {
+        var text = "HTTP/1.1 \(response.head.status.code) \(response.head.status.reasonPhrase)\r\n"
+        for field in response.head.headerFields where field.name != .contentLength && field.name != .connection {
+            text += "\(field.name.rawName): \(field.value)\r\n"
+        }
+        text += "Content-Length: \(response.body.count)\r\n"  // HEAD: the length a GET would have
+        text += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
+        do {
+            try await connection.write(Array(text.utf8) + (headOnly ? [] : response.body), timeout: limits.idleTimeout)
+            return true
+        } catch {
+            return false
+        }
+    }
+}
+
+/// Open connections, bounded.
+private final class ConnectionCount: Sendable {
+    private let count = Mutex(0)
+    func enter(limit: Int) -> Bool {
+        count.withLock { value in
+            guard value < limit else { return false }
+            value += 1
+            return true
+        }
+    }
+    func leave() { count.withLock { $0 -= 1 } }
+}
