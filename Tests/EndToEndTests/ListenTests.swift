@@ -10,8 +10,8 @@ final class ListenProcess {
     private let readers = DispatchGroup()
 
     /// `launcher`: runs portsweep inside something (`ip netns exec NAME`).
-    init(_ arguments: [String], launcher: [String] = []) throws {
-        let command = launcher + [Portsweep.binary, "listen"] + arguments
+    init(_ arguments: [String], launcher: [String] = [], subcommand: String = "listen") throws {
+        let command = launcher + [Portsweep.binary, subcommand] + arguments
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         process.standardOutput = out

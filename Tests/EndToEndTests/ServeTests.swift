@@ -1,0 +1,189 @@
+import Foundation
+import Testing
+
+/// A `portsweep serve` in the background, on a free loopback port.
+final class ServeProcess {
+    let port: UInt16
+    private let process: ListenProcess
+
+    init(_ arguments: [String] = [], launcher: [String] = []) throws {
+        port = try HeldPort.freePort()
+        process = try ListenProcess(serve: ["--listen", "127.0.0.1:\(port)"] + arguments, launcher: launcher)
+    }
+
+    func ready() -> Bool { process.waitForErrors("serving /check_port") }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() -> Int32 { process.stop() }
+    var log: String { process.errors }
+}
+
+extension ListenProcess {
+    /// Runs `portsweep serve` instead of `listen` (its log is on stderr).
+    convenience init(serve arguments: [String], launcher: [String] = []) throws {
+        try self.init(arguments, launcher: launcher, subcommand: "serve")
+    }
+
+    @discardableResult
+    func waitForErrors(_ text: String, timeout: Duration = .seconds(20)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if errors.contains(text) { return true }
+            usleep(5_000)
+        }
+        return false
+    }
+}
+
+extension EndToEnd {
+/// `portsweep serve` with curl as the client, probing listeners of `portsweep listen` on loopback.
+@Suite struct ServeTests {
+    static func check(_ server: ServeProcess, _ query: String) throws -> String {
+        try Net.curl(["\(server.url)/check_port?\(query)"])
+    }
+
+    @Test func tcpStatusesByteForByte() throws {
+        let server = try ServeProcess(["--rate-limit", "off", "--timeout", "1"])
+        #expect(server.ready())
+        let port = try HeldPort.freePort()
+        let echo = try ListenProcess(["--ports", "\(port)", "--reply", "echo", "-q"])
+        #expect(echo.waitForLog("listening on"))
+        #expect(try Self.check(server, "port=\(port)&protocol=tcp") == """
+            {
+                "you_ip": "127.0.0.1",
+                "scan_port": "\(port)",
+                "scan_protocol": "tcp",
+                "port_status": "Reachable",
+                "received_data": null
+            }
+
+            """)
+        #expect(try Self.check(server, "port=\(port)&protocol=TCP&confirmation_data=hello&format=text") == """
+            you_ip: 127.0.0.1
+            scan_port: \(port)
+            scan_protocol: tcp
+            port_status: Reachable and Verified
+            received_data: hello
+            confirmation_data: hello
+
+            """)
+        #expect(try Self.check(server, "port=\(port)&protocol=udp&confirmation_data=hey&format=TEXT")
+            .contains("port_status: Reachable and Verified\nreceived_data: hey\n"))
+        #expect(echo.stop() == 0)
+        let closed = try Self.check(server, "port=\(port)&protocol=tcp&format=text")
+        #expect(closed.contains("port_status: Unreachable\n"), "\(closed)")
+        #expect(try Self.check(server, "port=\(port)&protocol=udp&format=text").contains("port_status: Unreachable\n"))
+        let silentPort = try HeldPort.freePort()
+        let silent = try ListenProcess(["--ports", "\(silentPort)", "--reply", "silent", "--udp-only", "-q"])
+        #expect(silent.waitForLog("listening on"))
+        #expect(try Self.check(server, "port=\(silentPort)&protocol=udp&format=text")
+            .contains("port_status: Reachable or Filtered\nreceived_data: null\n"))
+        #expect(silent.stop() == 0)
+        #expect(server.stop() == 0)
+    }
+
+    @Test(.enabled(if: Portsweep.canMakeNamespaces && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft"), "needs root and nft"))
+    func aDroppedTCPPortIsFiltered() throws {
+        try TestNetwork.with(.loopback) { network in
+            try network.firewall(["tcp dport 45000 drop"])
+            let server = try ServeProcess(["--timeout", "1"], launcher: ["/usr/sbin/ip", "netns", "exec", network.near])
+            #expect(server.ready())
+            let start = ContinuousClock.now
+            let answer = try Portsweep.shell(["/usr/sbin/ip", "netns", "exec", network.near, "/usr/bin/curl", "-sS",
+                                              "\(server.url)/check_port?port=45000&protocol=tcp&format=text"])
+            #expect(answer.contains("port_status: Filtered\n"), "\(answer)")
+            #expect(ContinuousClock.now - start < .seconds(3))
+            #expect(server.stop() == 0)
+        }
+    }
+
+    @Test(arguments: [
+        ("protocol=tcp", "Port number and protocol are required"),
+        ("port=80", "Port number and protocol are required"),
+        ("port=abc&protocol=tcp", "Port must be an integer from 1 to 65535"),
+        ("port=70000&protocol=tcp", "Port must be an integer from 1 to 65535"),
+        ("port=80&protocol=sctp", "Unsupported protocol"),
+        ("port=80&protocol=tcp&confirmation_data=123456789012345678901", "Confirmation data too long. Maximum length is 20 characters."),
+        ("port=80&protocol=tcp&format=xml", "Unsupported format: use json or text"),
+    ])
+    func badRequestsGet400WithTheOriginalsMessages(query: String, message: String) throws {
+        let server = try ServeProcess()
+        #expect(server.ready())
+        let json = try Net.curl(["-w", "%{http_code}", "\(server.url)/check_port?\(query)"])
+        #expect(json == "{\n    \"error\": \"\(message)\"\n}\n400", "\(json)")
+        if !query.contains("format=xml") {
+            let text = try Net.curl(["-w", "%{http_code}", "\(server.url)/check_port?\(query)&format=text"])
+            #expect(text == "Error: \(message)\n400", "\(text)")
+        }
+        #expect(server.stop() == 0)
+    }
+
+    @Test func theFifthCheckWithinAMinuteIs429WithADecreasingWait() throws {
+        let server = try ServeProcess(["--timeout", "0.5"])
+        #expect(server.ready())
+        for _ in 0..<4 { #expect(try Self.check(server, "port=1&protocol=tcp").contains("port_status")) }
+        // 400s do not count.
+        #expect(try Self.check(server, "port=0&protocol=tcp").contains("error"))
+        let first = try Net.curl(["-i", "\(server.url)/check_port?port=1&protocol=tcp"])
+        #expect(first.hasPrefix("HTTP/1.1 429 Too Many Requests"), "\(first)")
+        #expect(first.contains("Retry-After: "))
+        #expect(first.contains("\"error\": \"Too many requests. Please wait.\""))
+        usleep(200_000)
+        let second = try Self.check(server, "port=1&protocol=tcp&format=text")
+        #expect(second.hasPrefix("Error: Too many requests. Please wait. Wait time: "))
+        func seconds(_ text: String) -> Double? {
+            guard let range = text.range(of: #"[0-9]+\.[0-9]{2} seconds"#, options: .regularExpression) else { return nil }
+            return Double(text[range].split(separator: " ")[0])
+        }
+        let a = try #require(seconds(first)), b = try #require(seconds(second))
+        #expect(b < a && a <= 60)
+        #expect(server.stop() == 0)
+    }
+
+    @Test func forwardedForIsIgnoredFromAnUntrustedPeerAndHonouredFromATrustedOne() throws {
+        let untrusted = try ServeProcess(["--rate-limit", "off", "--timeout", "0.5"])
+        #expect(untrusted.ready())
+        let answer = try Net.curl(["-H", "X-Forwarded-For: 192.0.2.77", "\(untrusted.url)/check_port?port=1&protocol=tcp"])
+        #expect(answer.contains("\"you_ip\": \"127.0.0.1\""), "\(answer)")
+        #expect(untrusted.stop() == 0)
+        // Trusted: the forwarded address is the one reported (and probed: 127.0.0.2 is loopback here too).
+        let trusted = try ServeProcess(["--rate-limit", "off", "--timeout", "0.5", "--trust-proxy", "127.0.0.0/8"])
+        #expect(trusted.ready())
+        let forwarded = try Net.curl(["-H", "X-Forwarded-For: 127.0.0.2", "\(trusted.url)/check_port?port=1&protocol=tcp"])
+        #expect(forwarded.contains("\"you_ip\": \"127.0.0.2\""), "\(forwarded)")
+        #expect(trusted.stop() == 0)
+    }
+
+    @Test func hugeHeadersAndASlowClientDoNotHoldTheServer() throws {
+        let server = try ServeProcess(["--rate-limit", "off", "--timeout", "0.5"])
+        #expect(server.ready())
+        let big = String(repeating: "a", count: 64 * 1024)
+        let status = try Net.curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Big: \(big)", "\(server.url)/healthz"])
+        #expect(status == "431", "status: \(status)")
+        // A client that sends one byte a second: others are answered meanwhile.
+        let slow = try Net.connect(server.port)
+        Net.send(slow, "G")
+        let start = ContinuousClock.now
+        #expect(try Net.curl(["\(server.url)/healthz"]) == "ok\n")
+        #expect(ContinuousClock.now - start < .seconds(1))
+        close(slow)
+        #expect(server.stop() == 0)
+    }
+
+    @Test func aThousandParallelChecksAreAnsweredCorrectly() throws {
+        let server = try ServeProcess(["--rate-limit", "off", "--timeout", "2"])
+        #expect(server.ready())
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "-q", "--max-per-port", "5000"])
+        #expect(listener.waitForLog("listening on"))
+        // curl's parallel mode: 1,000 requests in flight at once from one process.
+        let url = "\(server.url)/check_port?port=\(port)&protocol=tcp"
+        let out = try Net.curl(["-Z", "--parallel-max", "1000"] + Array(repeating: url, count: 1000))
+        let reachable = out.components(separatedBy: "\"port_status\": \"Reachable\"").count - 1
+        #expect(reachable == 1000, "answers: \(out.prefix(300))")
+        #expect(listener.stop() == 0)
+        #expect(server.stop() == 0)
+    }
+}
+}
