@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // C shims: module maps and nothing else.
@@ -55,7 +56,11 @@ let package = Package(
         // The serve mode: the "check my port" web service on the loop.
         .target(
             name: "PortsweepServe",
-            dependencies: ["PortsweepHTTP", "UVLoop", .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: [
+                "PortsweepHTTP", "UVLoop",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: strict),
 
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
@@ -68,6 +73,8 @@ let package = Package(
                 "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
         .executableTarget(name: "portsweep", dependencies: ["PortsweepCLI"], swiftSettings: strict),

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import PortsweepServe
 import UVLoop
 #if canImport(Glibc)
@@ -29,6 +31,22 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Believe X-Forwarded-For from these peers (repeatable).", valueName: "CIDR"))
     var trustProxy: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Checks in flight at most; more get 503.", valueName: "N"))
+    var maxChecks: Int = 10_000
+
+    @Option(name: .long, help: ArgumentHelp("Open connections at most.", valueName: "N"))
+    var maxConnections: Int = 10_000
+
+    @Option(name: .long, help: ArgumentHelp("Time a client has to send a whole request head, and to come back on an idle keep-alive connection.", valueName: "SECONDS"))
+    var idleTimeout: Double = 30
+
+    func limits() -> ServerLimits {
+        var limits = ServerLimits()
+        limits.maxConnections = maxConnections
+        limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        return limits
+    }
+
     func listenAddress() throws -> SocketAddress {
         guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]),
               let ip = IPAddress(String(listen[..<colon])) else {
@@ -52,6 +70,12 @@ struct ServeCommand: AsyncParsableCommand {
         guard timeout.isFinite, timeout > 0, timeout <= 60 else {
             throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout))': must be more than 0 and at most 60 seconds")
         }
+        guard maxChecks >= 1, maxConnections >= 1 else {
+            throw ValidationError("invalid --max-checks or --max-connections: must be at least 1")
+        }
+        guard idleTimeout.isFinite, idleTimeout > 0 else {
+            throw ValidationError("invalid --idle-timeout '\(SweepCommand.text(idleTimeout))': must be more than 0 seconds")
+        }
         for cidr in trustProxy where CIDR(cidr) == nil {
             throw ValidationError("invalid --trust-proxy '\(cidr)': not an address block such as 10.0.0.0/8")
         }
@@ -60,18 +84,23 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "portsweep.serve")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var configuration = CheckConfiguration()
         configuration.probeTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.rateLimit = try limit()
         configuration.trustedProxies = trustProxy.compactMap(CIDR.init)
+        configuration.maxProbes = maxChecks
         let group = EventLoopGroup()
         defer { group.shutdown() }
         let service = CheckService(configuration, group: group)
         let server: HTTPServer
         do {
-            server = try await HTTPServer(on: try listenAddress(), group: group) { request in
+            server = try await HTTPServer(on: try listenAddress(), group: group, limits: limits()) { request in
                 let start = ContinuousClock.now
-                let response = await service.handle(request)
+                let response = request.head.path == "/metrics"
+                    ? ServerResponse(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: registry.emitToBuffer())
+                    : await service.handle(request)
                 logger.info("\(request.peer.map { "\($0)" } ?? "?") \(request.head.method.rawValue) \(request.head.path ?? "") \(response.head.status.code) \(ContinuousClock.now - start)")
                 return response
             }
@@ -84,6 +113,7 @@ struct ServeCommand: AsyncParsableCommand {
         let serving = Task { await server.run() }
         let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
         logger.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        await server.drain(within: configuration.probeTimeout + .seconds(2))
         serving.cancel()
         await serving.value
     }

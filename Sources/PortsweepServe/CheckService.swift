@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Metrics
 import Synchronization
 public import UVLoop
 
@@ -69,6 +70,12 @@ public final class CheckService: Sendable {
     }
 
     public func handle(_ request: ServerRequest) async -> ServerResponse {
+        let response = await route(request)
+        Counter(label: "portsweep_http_requests_total", dimensions: [("status", "\(response.head.status.code)")]).increment()
+        return response
+    }
+
+    private func route(_ request: ServerRequest) async -> ServerResponse {
         let (path, query) = CheckService.split(request.head.path ?? "/")
         switch (request.head.method, path) {
         case (.get, "/healthz"), (.head, "/healthz"):
@@ -116,20 +123,24 @@ public final class CheckService: Sendable {
             return Answer.error("Cannot tell the client's address", status: .badRequest, text: text)
         }
         if let limiter, let wait = limiter.admit(ip) {
+            Counter(label: "portsweep_rate_limited_total").increment()
             return Answer.tooMany(wait: wait, text: text)
         }
-        let admitted = probes.withLock { count -> Bool in
-            guard count < configuration.maxProbes else { return false }
+        let inFlight = probes.withLock { count -> Int? in
+            guard count < configuration.maxProbes else { return nil }
             count += 1
-            return true
+            return count
         }
-        guard admitted else { return Answer.error("Too many checks in progress", status: .serviceUnavailable, text: text) }
-        defer { probes.withLock { $0 -= 1 } }
+        guard let inFlight else { return Answer.error("Too many checks in progress", status: .serviceUnavailable, text: text) }
+        let gauge = Gauge(label: "portsweep_probes_in_flight")
+        gauge.record(inFlight)
+        defer { gauge.record(probes.withLock { count in count -= 1; return count }) }
         let target = SocketAddress(ip, port: UInt16(port))
         let loop = group.next()
         let outcome = proto == "tcp"
             ? await Probe.tcp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
             : await Probe.udp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
+        Counter(label: "portsweep_checks_total", dimensions: [("protocol", proto), ("status", outcome.status)]).increment()
         var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
                                            ("port_status", outcome.status), ("received_data", outcome.received)]
         if let confirmation { fields.append(("confirmation_data", confirmation)) }

@@ -44,6 +44,8 @@ public final class HTTPServer: Sendable {
     private let handler: Handler
     private let limits: ServerLimits
     private let connections = ConnectionCount()
+    private let busy = Mutex(0)
+    private let draining = Atomic<Bool>(false)
 
     /// Binds and listens; throws `UVError` (address in use, not local, privileged port).
     public init(on address: SocketAddress, group: EventLoopGroup, limits: ServerLimits = ServerLimits(),
@@ -65,7 +67,7 @@ public final class HTTPServer: Sendable {
                 do {
                     connection = try await listener.accept(timeout: .seconds(3600))
                 } catch {
-                    if Task.isCancelled { break }
+                    if Task.isCancelled || draining.load(ordering: .relaxed) { break }
                     continue
                 }
                 guard connections.enter(limit: limits.maxConnections) else {
@@ -81,14 +83,28 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// Stops accepting, then waits (at most `within`) until no request is being answered. Connections stay
+    /// open: cancel `run()`'s task afterwards to close them.
+    public func drain(within: Duration) async {
+        draining.store(true, ordering: .relaxed)
+        await listener.close()
+        let deadline = ContinuousClock.now + within
+        while busy.withLock({ $0 }) > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     private func serve(_ connection: TCPConnection) async {
         let peer = await connection.remoteAddress
         let framer = HTTPRequestFramer(collectHeaders: true)
         var headBytes = 0
+        // A request head must arrive whole within the idle timeout of its first byte (no slow-loris).
+        var requestStarted: ContinuousClock.Instant?
         serving: while true {
             let chunk: [UInt8]
             do {
-                chunk = try await connection.read(timeout: limits.idleTimeout)
+                let deadline = (requestStarted ?? .now) + limits.idleTimeout
+                chunk = try await connection.read(timeout: max(.milliseconds(1), deadline - .now))
             } catch let error as UVError where error == .timedOut {
                 if headBytes > 0 { await send(connection, Self.error(.requestTimeout, "request timed out"), keepAlive: false) }
                 break
@@ -96,6 +112,7 @@ public final class HTTPServer: Sendable {
                 break
             }
             if chunk.isEmpty { break }
+            if requestStarted == nil { requestStarted = .now }
             headBytes += chunk.count
             let heads: [HTTPRequestHead]
             do {
@@ -113,6 +130,7 @@ public final class HTTPServer: Sendable {
                 continue
             }
             headBytes = 0
+            requestStarted = nil
             for head in heads {
                 if head.target.utf8.count > limits.maxTargetLength {
                     await send(connection, Self.error(.uriTooLong, "request target too long"), keepAlive: false)
@@ -125,9 +143,12 @@ public final class HTTPServer: Sendable {
                 let request = HTTPRequest(method: HTTPRequest.Method(head.method) ?? .get, scheme: nil,
                                           authority: head.headers.first { $0.name.lowercased() == "host" }?.value,
                                           path: head.target, headerFields: fields)
+                busy.withLock { $0 += 1 }
                 let response = await handler(ServerRequest(head: request, peer: peer))
-                let keepAlive = head.keepAlive && !framer.isUpgraded
-                guard await send(connection, response, keepAlive: keepAlive, headOnly: head.isHead) else { break serving }
+                let keepAlive = head.keepAlive && !framer.isUpgraded && !draining.load(ordering: .relaxed)
+                let sent = await send(connection, response, keepAlive: keepAlive, headOnly: head.isHead)
+                busy.withLock { $0 -= 1 }
+                guard sent else { break serving }
                 if !keepAlive { break serving }
             }
         }

@@ -11,6 +11,8 @@ final class TCPCore: @unchecked Sendable {
     var backlog = 0
     var readLimit = 65536
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The close callback has run (the handle's memory is gone: never look at it again).
+    private var closeCompleted = false
     private var buffer = [UInt8](repeating: 0, count: 65536)
 
     /// Loop thread only. `family` creates the socket at once (so options can be set before connect or bind).
@@ -99,6 +101,7 @@ final class TCPCore: @unchecked Sendable {
         let onClose: uv_close_cb = { handle in
             let tcp = UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_tcp_t.self)
             let core = Unmanaged<TCPCore>.fromOpaque(tcp.pointee.data).takeRetainedValue()
+            core.closeCompleted = true
             core.reader?.fail(UVError.cancelled)
             core.acceptor?.fail(UVError.cancelled)
             let waiters = core.closeWaiters
@@ -112,7 +115,7 @@ final class TCPCore: @unchecked Sendable {
     }
 
     func waitClosed(_ continuation: CheckedContinuation<Void, Never>) {
-        if isClosed && uv_is_closing(uvHandle(tcp)) == 0 { continuation.resume(); return }
+        if closeCompleted { continuation.resume(); return }
         closeWaiters.append(continuation)
     }
 

@@ -7,6 +7,8 @@ final class UDPCore: @unchecked Sendable {
     var receiver: Completion<[UInt8]>?
     private(set) var isClosed = false
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The close callback has run (the handle's memory is gone: never look at it again).
+    private var closeCompleted = false
     private var buffer = [UInt8](repeating: 0, count: 65536)
 
     init(loop: EventLoop) {
@@ -48,6 +50,7 @@ final class UDPCore: @unchecked Sendable {
         uv_close(uvHandle(udp)) { handle in
             let udp = UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_udp_t.self)
             let core = Unmanaged<UDPCore>.fromOpaque(udp.pointee.data).takeRetainedValue()
+            core.closeCompleted = true
             core.receiver?.fail(UVError.cancelled)
             for waiter in core.closeWaiters { waiter.resume() }
             core.closeWaiters = []
@@ -56,7 +59,7 @@ final class UDPCore: @unchecked Sendable {
     }
 
     func waitClosed(_ continuation: CheckedContinuation<Void, Never>) {
-        if isClosed && uv_is_closing(uvHandle(udp)) == 0 { return continuation.resume() }
+        if closeCompleted { return continuation.resume() }
         closeWaiters.append(continuation)
     }
 }

@@ -17,6 +17,7 @@ final class ServeProcess {
 
     func stop() -> Int32 { process.stop() }
     var log: String { process.errors }
+    func waitForLog(_ text: String) -> Bool { process.waitForErrors(text) }
 }
 
 extension ListenProcess {
@@ -169,6 +170,52 @@ extension EndToEnd {
         #expect(ContinuousClock.now - start < .seconds(1))
         close(slow)
         #expect(server.stop() == 0)
+    }
+
+    @Test func metricsHealthAndARequestHeadThatNeverEndsGets408() throws {
+        let server = try ServeProcess(["--rate-limit", "off", "--timeout", "0.5", "--idle-timeout", "1"])
+        #expect(server.ready())
+        #expect(try Net.curl(["\(server.url)/healthz"]) == "ok\n")
+        _ = try Self.check(server, "port=1&protocol=tcp")
+        _ = try Self.check(server, "port=0&protocol=tcp")
+        let metrics = try Net.curl(["\(server.url)/metrics"])
+        #expect(metrics.contains(#"portsweep_checks_total{protocol="tcp",status="Unreachable"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"portsweep_http_requests_total{status="400"} 1"#))
+        #expect(metrics.contains("portsweep_probes_in_flight"))
+        // One byte every 300 ms: the head is never whole within a second.
+        let slow = try Net.connect(server.port)
+        var answer = ""
+        for byte in "GET /healthz HTTP/1.1\r\nHost: x\r\n".utf8 {
+            Net.send(slow, String(UnicodeScalar(byte)))
+            usleep(300_000)
+            var buffer = [UInt8](repeating: 0, count: 512)
+            let n = recv(slow, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if n > 0 { answer = String(decoding: buffer[0..<n], as: UTF8.self); break }
+        }
+        close(slow)
+        #expect(answer.hasPrefix("HTTP/1.1 408 Request Timeout"), "answer: \(answer)")
+        #expect(server.stop() == 0)
+    }
+
+    @Test func sigtermLetsAChecksInFlightFinish() throws {
+        let server = try ServeProcess(["--rate-limit", "off", "--timeout", "1.5"])
+        #expect(server.ready())
+        let silentPort = try HeldPort.freePort()
+        let silent = try ListenProcess(["--ports", "\(silentPort)", "--reply", "silent", "--udp-only", "-q"])
+        #expect(silent.waitForLog("listening on"))
+        let answer = Locked("")
+        let done = DispatchSemaphore(value: 0)
+        let url = "\(server.url)/check_port?port=\(silentPort)&protocol=udp&format=text"
+        DispatchQueue.global().async {
+            answer.value = (try? Net.curl([url])) ?? ""
+            done.signal()
+        }
+        usleep(300_000)  // the check is now waiting for its 1.5 s probe timeout
+        let status = server.stop()
+        done.wait()
+        #expect(status == 0)
+        #expect(answer.value.contains("port_status: Reachable or Filtered"), "answer: \(answer.value)")
+        #expect(silent.stop() == 0)
     }
 
     @Test func aThousandParallelChecksAreAnsweredCorrectly() throws {
