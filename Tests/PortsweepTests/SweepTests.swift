@@ -156,18 +156,22 @@ extension SocketTests {
         #expect(leaked.isEmpty, "sockets left open: \(leaked.prefix(10))")
     }
 
-    @Test func cancellingARunStopsTheSweep() async throws {
+    @Test func cancellingTheConsumerStopsTheSweep() async throws {
         let group = EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
-        // One port at a time: seconds of work, so the cancellation lands mid-sweep.
-        let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "20000-29999"), concurrency: 1), group: group)
-        let task = Task { try await sweep.run() }
-        while sweep.completed == 0 { try await Task.sleep(for: .milliseconds(1)) }
-        task.cancel()
-        var cancelled = false
-        do { _ = try await task.value } catch is CancellationError { cancelled = true }
-        #expect(cancelled, "run() must end with CancellationError")
-        #expect(sweep.completed < sweep.total)
+        // 40,000 ports one at a time per loop: seconds of work, so the cancellation lands mid-sweep.
+        let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "20000-59999"), concurrency: 1), group: group)
+        let consumer = Task {
+            var seen = 0
+            for try await _ in sweep.results() {
+                seen += 1
+                if seen == 1 { withUnsafeCurrentTask { $0?.cancel() } }
+            }
+            return seen
+        }
+        let seen = try await consumer.value
+        #expect(seen < 1000, "the sequence must end soon after its consumer is cancelled")
+        #expect(sweep.summary == nil, "a cancelled sweep has no summary")
     }
 }
 }
