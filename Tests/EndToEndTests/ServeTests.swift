@@ -210,7 +210,8 @@ extension EndToEnd {
             answer.value = (try? Net.curl([url])) ?? ""
             done.signal()
         }
-        usleep(300_000)  // the check is now waiting for its 1.5 s probe timeout
+        // The probe's datagram reached the silent listener: the check is in flight, waiting for its timeout.
+        #expect(silent.waitForLog("UDP \(silentPort) "))
         let status = server.stop()
         done.wait()
         #expect(status == 0)
