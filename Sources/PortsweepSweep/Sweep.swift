@@ -179,6 +179,8 @@ public final class Sweep: Sendable {
     private func complete(board: ResultBoard, continuation: Continuation) {
         let failure: LocalFailure? = run.withLock { state in
             guard let state else { return nil }
+            // A cancelled sweep has no summary: its counts would describe a part of the range.
+            guard !state.cancelled || state.failure != nil else { return nil }
             state.summary = SweepSummary(
                 counts: board.counts, total: board.completed, elapsed: ContinuousClock.now - state.started,
                 retried: state.retried, plan: plan)
@@ -202,9 +204,15 @@ public struct SweepResults: AsyncSequence, Sendable {
         var batch: [PortResult] = []
         var index = 0
         let startError: SweepError?
+        let sweep: Sweep
 
         public mutating func next() async throws -> PortResult? {
             if let startError { throw startError }
+            // The stream hands out what it buffered even to a cancelled task: stop here instead.
+            if Task.isCancelled {
+                sweep.cancel()
+                return nil
+            }
             while index == batch.count {
                 guard let next = try await batches.next() else { return nil }
                 batch = next
@@ -223,9 +231,9 @@ public struct SweepResults: AsyncSequence, Sendable {
         }
         do {
             try sweep.start(continuation: continuation)
-            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: nil)
+            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: nil, sweep: sweep)
         } catch {
-            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: error)
+            return AsyncIterator(batches: stream.makeAsyncIterator(), startError: error, sweep: sweep)
         }
     }
 }
