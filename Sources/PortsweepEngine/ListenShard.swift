@@ -19,6 +19,8 @@ public final class ListenShard {
 
     private var listeners: [UInt16: UnsafeMutablePointer<uv_tcp_t>] = [:]
     private var udpSockets: [UInt16: UnsafeMutablePointer<uv_udp_t>] = [:]
+    /// The port of each listener and UDP socket, by handle address.
+    private var portOf: [UnsafeMutableRawPointer: UInt16] = [:]
     private var connectionList: [ObjectIdentifier: Connection] = [:]
     private var perPort: [UInt16: Int] = [:]
     private let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
@@ -69,6 +71,7 @@ public final class ListenShard {
                 tcp.pointee.data = me
                 openHandles += 1
                 listeners[port] = tcp
+                portOf[UnsafeMutableRawPointer(tcp)] = port
                 var rc = withUnsafePointer(to: &address) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(tcp, $0, 0) }
                 }
@@ -81,6 +84,7 @@ public final class ListenShard {
                 udp.pointee.data = me
                 openHandles += 1
                 udpSockets[port] = udp
+                portOf[UnsafeMutableRawPointer(udp)] = port
                 var rc = withUnsafePointer(to: &address) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) }
                 }
@@ -106,6 +110,7 @@ public final class ListenShard {
         for (_, udp) in udpSockets { uv_close(uvHandle(udp), onClose) }
         listeners = [:]
         udpSockets = [:]
+        portOf = [:]
         flush()
         uv_close(uvHandle(check)) { ListenShard.shard($0!.pointee.data).handleClosed() }
         uv_close(uvHandle(sweepTimer)) { ListenShard.shard($0!.pointee.data).handleClosed() }
@@ -143,15 +148,8 @@ public final class ListenShard {
         shard.accept(uvTCP(server!), status: status)
     }
 
-    private func port(of tcp: UnsafeMutablePointer<uv_tcp_t>) -> UInt16 {
-        var ss = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(tcp, $0, &len) } }
-        return withUnsafePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0)?.port ?? 0 } }
-    }
-
     private func accept(_ server: UnsafeMutablePointer<uv_tcp_t>, status: Int32) {
-        let port = self.port(of: server)
+        let port = portOf[UnsafeMutableRawPointer(server)] ?? 0
         if status < 0 {
             // EMFILE: libuv has already accepted and closed what was pending (its reserve descriptor), so the
             // listener neither spins nor stops; say so once per occurrence.
@@ -203,10 +201,7 @@ public final class ListenShard {
     }
 
     private func datagram(_ udp: UnsafeMutablePointer<uv_udp_t>, count: Int, from addr: UnsafePointer<sockaddr>) {
-        var ss = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(udp, $0, &len) } }
-        let port = withUnsafePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0)?.port ?? 0 } }
+        let port = portOf[UnsafeMutableRawPointer(udp)] ?? 0
         let client = SocketAddress(addr)
         var sent = 0
         switch reply {
@@ -262,11 +257,7 @@ private final class Connection {
             closeHandle()
             return false
         }
-        var ss = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        if withUnsafeMutablePointer(to: &ss, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &len) } }) == 0 {
-            client = withUnsafePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0) } }
-        }
+        client = SocketAddress.reading { uv_tcp_getpeername(tcp, $0, $1) }
         return true
     }
 

@@ -185,14 +185,9 @@ final class TCPProbe: PortProbe {
     private func spoiledBySweep(_ slot: Int32, errno: Int32) -> Bool {
         let s = Int(slot)
         guard slots[s].open & TCPProbe.clientBit != 0 else { return false }
-        var ss = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &ss) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(clients + s, $0, &len) }
+        guard let local = SocketAddress.reading({ uv_tcp_getsockname(clients + s, $0, $1) })?.port, local != 0 else {
+            return false
         }
-        guard rc == 0, let local = withUnsafePointer(to: &ss, {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0)?.port }
-        }), local != 0 else { return false }
         return local == slots[s].port || (errno == ECONNREFUSED && swept.contains(local))
     }
 

@@ -135,3 +135,15 @@ extension sockaddr_storage {
         }
     }
 }
+
+extension SocketAddress {
+    /// Reads an address that a libuv call (`uv_tcp_getsockname`, `uv_udp_getpeername`...) writes; nil when the
+    /// call fails or the family is neither IPv4 nor IPv6.
+    public static func reading(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
+        var ss = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &len) } }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0) } }
+    }
+}

@@ -50,15 +50,7 @@ final class TCPCore: @unchecked Sendable {
     }
 
     func address(peer: Bool) -> SocketAddress? {
-        var ss = sockaddr_storage()
-        var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &ss) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                peer ? uv_tcp_getpeername(tcp, $0, &len) : uv_tcp_getsockname(tcp, $0, &len)
-            }
-        }
-        guard rc == 0 else { return nil }
-        return withUnsafePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0) } }
+        SocketAddress.reading { peer ? uv_tcp_getpeername(tcp, $0, $1) : uv_tcp_getsockname(tcp, $0, $1) }
     }
 
     // MARK: reading

@@ -363,19 +363,24 @@ extension EndToEnd {
     sys.stdin.readline()  # hold the idle connections until told to let go
     """#
 
+    /// Starts `abuseClient`; returns it, its stdin (write a line to let the idle connections go) and its report.
+    static func startAbuseClient(port: UInt16, idle: Int, burst: Int) throws -> (Process, Pipe, String) {
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        client.arguments = ["-c", abuseClient, "127.0.0.1", "\(port)", "\(idle)", "\(burst)"]
+        let input = Pipe(), output = Pipe()
+        client.standardInput = input
+        client.standardOutput = output
+        try client.run()
+        return (client, input, String(decoding: output.fileHandleForReading.availableData, as: UTF8.self))
+    }
+
     @Test func aBurstAndAThousandIdleConnectionsLeaveItAnswering() throws {
         let port = try HeldPort.freePort()
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps", "-q",
                                           "--max-connections", "50000", "--max-per-port", "50000"])
         #expect(listener.waitForLog("listening on"))
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        client.arguments = ["-c", Self.abuseClient, "127.0.0.1", "\(port)", "1000", "20000"]
-        let input = Pipe(), output = Pipe()
-        client.standardInput = input
-        client.standardOutput = output
-        try client.run()
-        let report = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        let (client, input, report) = try Self.startAbuseClient(port: port, idle: 1000, burst: 20000)
         #expect(report.hasPrefix("idle=1000 burst_ok=20000"), "client: \(report)")
         // With the 1,000 idle connections still open, another client is answered at once.
         let start = ContinuousClock.now
@@ -392,14 +397,8 @@ extension EndToEnd {
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps", "-q"],
                                          launcher: ["/usr/bin/prlimit", "--nofile=300:300"])
         #expect(listener.waitForLog("listening on"))
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        client.arguments = ["-c", Self.abuseClient, "127.0.0.1", "\(port)", "1000", "0"]
-        let input = Pipe(), output = Pipe()
-        client.standardInput = input
-        client.standardOutput = output
-        try client.run()
-        #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("idle=1000"))
+        let (client, input, report) = try Self.startAbuseClient(port: port, idle: 1000, burst: 0)
+        #expect(report.hasPrefix("idle=1000"))
         // Held at the limit for a second: the loop must sleep, not spin on a readable listener it cannot accept.
         let before = Self.cpuSeconds(listener.process.processIdentifier)
         usleep(1_000_000)
