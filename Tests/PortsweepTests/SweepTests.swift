@@ -40,6 +40,25 @@ enum TestSockets {
         return (fd, UInt16(bigEndian: addr.sin_port))
     }
 
+    /// TCP sockets bound to 127.0.0.1 on free ports and kept open, not listening: a connection to them is refused,
+    /// and while they are held nobody else (a parallel test, or the kernel picking an ephemeral client port) can use
+    /// the port on 127.0.0.1, so "closed" stays closed for the whole test.
+    static func closedPortsOnLoopback(_ count: Int) throws -> [(fd: Int32, port: UInt16)] {
+        try (0..<count).map { _ in
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            try #require(fd >= 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let ok = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+            }
+            try #require(ok)
+            return (fd, UInt16(bigEndian: addr.sin_port))
+        }.sorted { $0.port < $1.port }
+    }
+
     /// Ports that were free a moment ago (held together, then all released).
     static func freePorts(_ count: Int) throws -> [UInt16] {
         let held = try (0..<count).map { _ in try listen() }
@@ -119,15 +138,19 @@ extension SocketTests {
     }
 
     @Test func aClosedTargetPortFailsFast() async throws {
-        // Listeners on 127.0.0.2 only; the target 127.0.0.1 has nothing there: refused at once.
+        // Listeners on 127.0.0.2 only; the target 127.0.0.1 has nothing listening there: refused at once.
         let group = EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
-        let ports = try TestSockets.freePorts(5)
+        let closed = try TestSockets.closedPortsOnLoopback(5)
+        defer { for socket in closed { close(socket.fd) } }
+        let ports = closed.map(\.port)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), target: .loopbackV4, bind: IPAddress("127.0.0.2")!,
                                                  timeout: .seconds(10)), group: group)
         let start = ContinuousClock.now
         let (results, _) = try await sweep.run()
-        #expect(results.allSatisfy { $0.outcome == .fail && $0.errno == ECONNREFUSED })
+        #expect(results.map(\.port) == ports)
+        #expect(results.allSatisfy { $0.outcome == .fail && $0.errno == ECONNREFUSED },
+                "\(results.map { "\($0.port) \($0.outcome) errno \($0.errno)" })")
         #expect(ContinuousClock.now - start < .seconds(5))
     }
 
