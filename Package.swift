@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "PortsweepSweep", targets: ["PortsweepSweep"]),
         .library(name: "PortsweepReport", targets: ["PortsweepReport"]),
+        .library(name: "PortsweepListen", targets: ["PortsweepListen"]),
+        .library(name: "PortsweepServe", targets: ["PortsweepServe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

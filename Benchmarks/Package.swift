@@ -12,6 +12,11 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // What the benchmarks drive from outside: wrk, nft, a plain HTTP GET, a free port.
+        .target(
+            name: "LoadTools",
+            dependencies: [.product(name: "UVLoop", package: "portsweep")],
+            path: "Sources/LoadTools"),
         .executableTarget(
             name: "SweepBenchmark",
             dependencies: [
@@ -20,6 +25,27 @@ let package = Package(
                 .product(name: "UVLoop", package: "portsweep"),
             ],
             path: "Benchmarks/SweepBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+        .executableTarget(
+            name: "ServeBenchmark",
+            dependencies: [
+                "LoadTools",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "PortsweepServe", package: "portsweep"),
+                .product(name: "PortsweepListen", package: "portsweep"),
+                .product(name: "UVLoop", package: "portsweep"),
+            ],
+            path: "Benchmarks/ServeBenchmark",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+        .executableTarget(
+            name: "ListenBenchmark",
+            dependencies: [
+                "LoadTools",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "PortsweepListen", package: "portsweep"),
+                .product(name: "UVLoop", package: "portsweep"),
+            ],
+            path: "Benchmarks/ListenBenchmark",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
     ]
 )

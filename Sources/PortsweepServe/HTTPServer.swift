@@ -61,6 +61,12 @@ public final class HTTPServer: Sendable {
     /// Accepts and serves until the task is cancelled; then stops accepting and waits for the connections'
     /// current requests to be answered.
     public func run() async {
+        // The accept loop runs on the listener's loop: no hop to Swift's cooperative pool per connection, and a
+        // busy (or blocked) pool cannot keep the server from accepting.
+        await withTaskExecutorPreference(loops[0]) { await acceptLoop() }
+    }
+
+    private func acceptLoop() async {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
                 let connection: TCPConnection

@@ -1,0 +1,116 @@
+import Benchmark
+import Foundation
+import LoadTools
+import PortsweepEngine
+import PortsweepListen
+import UVLoop
+
+/// Listen mode through its public API, in process: how fast a whole range of listeners opens, and HTTP replies
+/// per second under wrk next to nginx (one worker) in the same run. Run through ./run (a fresh network namespace).
+let benchmarks: @Sendable () -> Void = {
+    signal(SIGPIPE, SIG_IGN)
+    let budget = DescriptorBudget.raise()
+    let group = EventLoopGroup()
+    let portsPerSecond = BenchmarkMetric.custom("ports/s", polarity: .prefersLarger, useScalingFactor: false)
+    let requestsPerSecond = BenchmarkMetric.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)
+
+    // As many listeners as one process may hold, up to 60,000: as root with CAP_SYS_RESOURCE, DescriptorBudget
+    // raises the hard limit to fs.nr_open; without it (this machine: 20,000), the CLI spreads a larger range over
+    // worker processes (Benchmarks/listen-http measures that path).
+    let count = min(60_000, budget.available - 100)
+    let range = try! PortSet(parsing: "1024-\(1023 + count)")
+    Benchmark("listen: open \(count) TCP listeners (\(range)) and close them",
+              configuration: .init(metrics: [.wallClock, portsPerSecond], units: [portsPerSecond: .count],
+                                   warmupIterations: 1, maxDuration: .seconds(30), maxIterations: 10)) { benchmark in
+        let listener = Listener(ListenConfiguration(ports: range, bind: .loopbackV4, transports: [.tcp]), group: group)
+        let start = ContinuousClock.now
+        benchmark.startMeasurement()
+        try await listener.start(budget: budget)
+        benchmark.stopMeasurement()
+        let elapsed = ContinuousClock.now - start
+        benchmark.measurement(portsPerSecond, Int(Double(range.count) / (elapsed / .seconds(1))))
+        await listener.stop()
+        for await _ in listener.events {}
+    }
+
+    Benchmark("listen: HTTP replies on one port, wrk 100 connections keep-alive",
+              configuration: .init(metrics: [requestsPerSecond], units: [requestsPerSecond: .count], warmupIterations: 0, maxDuration: .seconds(60),
+                                   maxIterations: 3, skip: !Wrk.isInstalled)) { benchmark in
+        let port = FreePort.tcp()
+        let listener = Listener(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp],
+                                                    reply: .http), group: group)
+        try await listener.start(budget: budget)
+        let events = Task { for await _ in listener.events {} }  // read, or they pile up for the whole run
+        let result = try await Wrk.run(url: "http://127.0.0.1:\(port)/", connections: 100, seconds: 5)
+        precondition(result.non2xx == 0 && result.socketErrors == 0, "wrk saw errors: \(result)")
+        benchmark.measurement(requestsPerSecond, Int(result.requestsPerSecond))
+        await listener.stop()
+        await events.value
+    }
+
+    Benchmark("reference: nginx (one worker) returning 200, same wrk load",
+              configuration: .init(metrics: [requestsPerSecond], units: [requestsPerSecond: .count], warmupIterations: 0, maxDuration: .seconds(60),
+                                   maxIterations: 3, skip: !Wrk.isInstalled || Tool.find("nginx") == nil)) { benchmark in
+        let nginx = try Nginx.start()
+        defer { nginx.stop() }
+        let result = try await Wrk.run(url: "http://127.0.0.1:\(nginx.port)/", connections: 100, seconds: 5)
+        precondition(result.non2xx == 0 && result.socketErrors == 0, "wrk saw errors: \(result)")
+        benchmark.measurement(requestsPerSecond, Int(result.requestsPerSecond))
+    }
+}
+
+/// nginx with one worker and no logging, answering every request with a short 200, from a scratch directory.
+struct Nginx {
+    let process: Process
+    let directory: URL
+    let port: UInt16
+
+    static func start() throws -> Nginx {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("portsweep-nginx-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let port = FreePort.tcp()
+        let configuration = """
+            worker_processes 1;
+            pid \(directory.path)/nginx.pid;
+            error_log \(directory.path)/error.log;
+            events { worker_connections 4096; }
+            http {
+              access_log off;
+              server {
+                listen 127.0.0.1:\(port);
+                location / { default_type text/plain; return 200 "Port test successful!\\n"; }
+              }
+            }
+            """
+        let file = directory.appendingPathComponent("nginx.conf")
+        try configuration.write(to: file, atomically: true, encoding: .utf8)
+        let process = try Tool.start("nginx", ["-c", file.path, "-g", "daemon off;"])
+        // Ready when it accepts a connection; bounded, so a broken nginx fails the benchmark instead of hanging it.
+        for _ in 0..<500 {
+            if Self.accepts(port) { return Nginx(process: process, directory: directory, port: port) }
+            usleep(10_000)
+        }
+        process.terminate()
+        throw LoadToolError.failed("nginx", status: -1, output: "not listening on \(port) after 5 s")
+    }
+
+    static func accepts(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}

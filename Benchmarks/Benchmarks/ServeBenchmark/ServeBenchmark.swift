@@ -1,0 +1,148 @@
+import Benchmark
+import LoadTools
+import PortsweepEngine
+import PortsweepListen
+import PortsweepServe
+import UVLoop
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serve mode through its public API, in process: checks per second under wrk, and what a Filtered or silent
+/// check costs when hundreds run at once (the original answered one check at a time: ~18/s for open ports, one
+/// per probe timeout for filtered ones). Run through ./run (a fresh network namespace, root) so the firewall
+/// benchmark can drop a port without touching the machine's rules.
+let benchmarks: @Sendable () -> Void = {
+    signal(SIGPIPE, SIG_IGN)
+    _ = DescriptorBudget.raise()
+    let group = EventLoopGroup()
+    let checksPerSecond = BenchmarkMetric.custom("checks/s", polarity: .prefersLarger, useScalingFactor: false)
+    // Wall time of a batch of checks over the probe timeout, in percent: 100 means no check waited for another.
+    let ofTimeout = BenchmarkMetric.custom("% of probe timeout", polarity: .prefersSmaller, useScalingFactor: false)
+
+    Benchmark("serve: /check_port of a Reachable TCP port, wrk 100 connections keep-alive, no rate limit",
+              configuration: .init(metrics: [checksPerSecond], units: [checksPerSecond: .count], warmupIterations: 0, maxDuration: .seconds(60),
+                                   maxIterations: 3, skip: !Wrk.isInstalled)) { benchmark in
+        let fixture = try await ServeFixture.start(group: group, probeTimeout: .seconds(3))
+        let open = try await OpenPort.start(group: group)
+        let target = "/check_port?port=\(open.port)&protocol=tcp"
+        let first = try await HTTPGet.body(fixture.address, target, on: group.next())
+        precondition(first.contains("\"port_status\": \"Reachable\""), "not Reachable: \(first)")
+        let result = try await Wrk.run(url: "http://\(fixture.address)\(target)", connections: 100, seconds: 5)
+        precondition(result.non2xx == 0, "\(result.non2xx) answers were not 200")
+        benchmark.measurement(checksPerSecond, Int(result.requestsPerSecond))
+        await open.stop()
+        await fixture.stop()
+    }
+
+    let timeout = Duration.seconds(1)
+    for count in [1, 500] {
+        Benchmark("serve: \(count) Filtered TCP check\(count == 1 ? "" : "s") at once (nftables drop, probe timeout 1 s)",
+                  configuration: .init(metrics: [.wallClock, ofTimeout], warmupIterations: 0, maxDuration: .seconds(30),
+                                       maxIterations: 5, skip: !Namespace.isPrivate)) { benchmark in
+            let fixture = try await ServeFixture.start(group: group, probeTimeout: timeout)
+            let dropped = FreePort.tcp()
+            try await Namespace.dropTCP(port: dropped)
+            try await checks(count, "/check_port?port=\(dropped)&protocol=tcp", expecting: "Filtered",
+                             fixture: fixture, benchmark: benchmark)
+            await fixture.stop()
+        }
+    }
+
+    // A UDP port bound by a socket that never answers: no ICMP, no reply, so every check waits the full timeout.
+    Benchmark("serve: 500 silent UDP checks at once (probe timeout 1 s)",
+              configuration: .init(metrics: [.wallClock, ofTimeout], warmupIterations: 0, maxDuration: .seconds(30),
+                                   maxIterations: 5)) { benchmark in
+        let fixture = try await ServeFixture.start(group: group, probeTimeout: timeout)
+        let silent = SilentUDPPort.start()
+        try await checks(500, "/check_port?port=\(silent.port)&protocol=udp", expecting: "Reachable or Filtered",
+                         fixture: fixture, benchmark: benchmark)
+        silent.close()
+        await fixture.stop()
+    }
+
+    @Sendable func checks(_ count: Int, _ target: String, expecting status: String, fixture: ServeFixture,
+                          benchmark: Benchmark) async throws {
+        let start = ContinuousClock.now
+        benchmark.startMeasurement()
+        let answers = try await withThrowingTaskGroup(of: String.self) { tasks in
+            for _ in 0..<count {
+                let loop = group.next()
+                tasks.addTask(executorPreference: loop) { try await HTTPGet.body(fixture.address, target, on: loop) }
+            }
+            return try await tasks.reduce(into: [String]()) { $0.append($1) }
+        }
+        benchmark.stopMeasurement()
+        let elapsed = ContinuousClock.now - start
+        let wrong = answers.filter { !$0.contains("\"port_status\": \"\(status)\"") }
+        precondition(wrong.isEmpty, "\(wrong.count) of \(count) answers were not \(status): \(wrong[0])")
+        benchmark.measurement(ofTimeout, Int((elapsed / timeout) * 100))
+    }
+}
+
+/// A serve-mode server on 127.0.0.1, port 0, without a rate limit.
+struct ServeFixture: Sendable {
+    let address: SocketAddress
+    let running: Task<Void, Never>
+
+    static func start(group: EventLoopGroup, probeTimeout: Duration) async throws -> ServeFixture {
+        var configuration = CheckConfiguration()
+        configuration.rateLimit = nil
+        configuration.probeTimeout = probeTimeout
+        let service = CheckService(configuration, group: group)
+        let server = try await HTTPServer(on: SocketAddress(.loopbackV4, port: 0), group: group) { request in
+            await service.handle(request)
+        }
+        guard let address = await server.localAddress else { fatalError("the server has no address") }
+        return ServeFixture(address: address, running: Task { await server.run() })
+    }
+
+    func stop() async {
+        running.cancel()
+        await running.value
+    }
+}
+
+/// A TCP port with a listener (listen mode, silent) for Reachable checks.
+struct OpenPort: Sendable {
+    let port: UInt16
+    let listener: Listener
+    let draining: Task<Void, Never>
+
+    static func start(group: EventLoopGroup) async throws -> OpenPort {
+        let port = FreePort.tcp()
+        let listener = Listener(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp],
+                                                    reply: .silent), group: group)
+        try await listener.start()
+        // The events must be read, or they pile up for the whole run.
+        let draining = Task { for await _ in listener.events {} }
+        return OpenPort(port: port, listener: listener, draining: draining)
+    }
+
+    func stop() async {
+        await listener.stop()
+        await draining.value
+    }
+}
+
+/// A bound UDP socket that reads nothing and answers nothing.
+struct SilentUDPPort: Sendable {
+    let fd: Int32
+    let port: UInt16
+
+    static func start() -> SilentUDPPort {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        precondition(fd >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        precondition(ok, "bind: \(errno)")
+        return SilentUDPPort(fd: fd, port: UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() { _ = Glibc.close(fd) }
+}

@@ -1,0 +1,28 @@
+import Foundation
+
+/// The benchmarks that install firewall rules only do so in a network namespace that has nothing but loopback
+/// (Benchmarks/run makes one with `unshare -n`), never in one with a real interface.
+public enum Namespace {
+    /// Root, and /proc/self/net/dev (which follows this process's namespace, unlike /sys) lists `lo` alone.
+    public static var isPrivate: Bool {
+        guard geteuid() == 0, let dev = try? String(contentsOfFile: "/proc/self/net/dev", encoding: .utf8) else { return false }
+        let interfaces = dev.split(separator: "\n").dropFirst(2).compactMap {
+            $0.split(separator: ":").first?.trimmingCharacters(in: .whitespaces)
+        }
+        return interfaces == ["lo"]
+    }
+
+    /// Drops TCP segments to `port` on input (a Filtered port), in this namespace only.
+    public static func dropTCP(port: UInt16) async throws {
+        precondition(isPrivate, "firewall rules only in a namespace of our own")
+        try await Tool.run("nft", ["-f", "-"], input: """
+            table inet portsweep_bench {
+              chain input {
+                type filter hook input priority 0;
+                tcp dport \(port) drop
+              }
+            }
+
+            """)
+    }
+}
