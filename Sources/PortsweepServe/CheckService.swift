@@ -137,9 +137,20 @@ public final class CheckService: Sendable {
         defer { gauge.record(probes.withLock { count in count -= 1; return count }) }
         let target = SocketAddress(ip, port: UInt16(port))
         let loop = group.next()
-        let outcome = proto == "tcp"
+        let probed = proto == "tcp"
             ? await Probe.tcp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
             : await Probe.udp(target, confirmation: confirmation, timeout: configuration.probeTimeout, on: loop)
+        let outcome: Probe.Outcome
+        switch probed {
+        case .success(let answered):
+            outcome = answered
+        case .failure(let error):
+            // Our trouble, not the caller's port: say so, and do not count it against the caller's limit.
+            limiter?.refund(ip)
+            Counter(label: "portsweep_probe_local_errors_total", dimensions: [("error", error.name)]).increment()
+            return Answer.error("The server could not probe your port (\(error.name) on the server); try again later",
+                                status: .serviceUnavailable, text: text, extraHeaders: [.retryAfter: "5"])
+        }
         Counter(label: "portsweep_checks_total", dimensions: [("protocol", proto), ("status", outcome.status)]).increment()
         var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
                                            ("port_status", outcome.status), ("received_data", outcome.received)]
@@ -183,11 +194,13 @@ enum Answer {
         return ServerResponse(status: status, headers: headers, body: Array(body.utf8))
     }
 
-    static func error(_ message: String, status: HTTPResponse.Status, text: Bool) -> ServerResponse {
+    static func error(_ message: String, status: HTTPResponse.Status, text: Bool,
+                      extraHeaders: HTTPFields = [:]) -> ServerResponse {
         if text {
-            return ServerResponse(status: status, headers: [.contentType: "text/plain"], body: Array("Error: \(message)\n".utf8))
+            return ServerResponse(status: status, headers: extraHeaders.merging([.contentType: "text/plain"]),
+                                  body: Array("Error: \(message)\n".utf8))
         }
-        return fields([("error", message)], status: status, text: false)
+        return fields([("error", message)], status: status, text: false, extraHeaders: extraHeaders)
     }
 
     static func tooMany(wait: Duration, text: Bool) -> ServerResponse {
@@ -237,6 +250,15 @@ final class RateLimiter: Sendable {
             return nil
         }
     }
+
+    /// Takes back the latest check of `ip` (one the server failed to make).
+    func refund(_ ip: IPAddress) {
+        state.withLock { state in
+            guard var times = state.clients[ip], !times.isEmpty else { return }
+            times.removeLast()
+            state.clients[ip] = times.isEmpty ? nil : times
+        }
+    }
 }
 
 /// The probes of the caller's port, with the original's status words.
@@ -246,18 +268,21 @@ enum Probe {
         var received: String?
     }
 
-    static func tcp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Outcome {
+    /// The caller's port's status, or the local error that kept the probe from being made.
+    static func tcp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Result<Outcome, UVError> {
         let connection: TCPConnection
         do {
             connection = try await TCPConnection.connect(to: target, on: loop, timeout: timeout)
         } catch let error as UVError where error == .timedOut {
-            return Outcome(status: "Filtered")
+            return .success(Outcome(status: "Filtered"))
+        } catch let error as UVError where !isAboutThePath(error) {
+            return .failure(error)
         } catch {
-            return Outcome(status: "Unreachable")
+            return .success(Outcome(status: "Unreachable"))
         }
         guard let confirmation, !confirmation.isEmpty else {
             await connection.close(reset: true)
-            return Outcome(status: "Reachable")
+            return .success(Outcome(status: "Reachable"))
         }
         let sent = Array(confirmation.utf8)
         var back: [UInt8] = []
@@ -271,15 +296,17 @@ enum Probe {
         } catch {}
         await connection.close(reset: true)
         let received = back.isEmpty ? nil : String(decoding: back, as: UTF8.self)
-        return Outcome(status: back == sent ? "Reachable and Verified" : "Reachable", received: received)
+        return .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable", received: received))
     }
 
-    static func udp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Outcome {
+    static func udp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Result<Outcome, UVError> {
         let connection: UDPConnection
         do {
             connection = try await UDPConnection.connect(to: target, on: loop)
+        } catch let error as UVError where !isAboutThePath(error) {
+            return .failure(error)
         } catch {
-            return Outcome(status: "Unreachable")
+            return .success(Outcome(status: "Unreachable"))
         }
         // A short payload: never more than the request that asked for it (no amplification).
         let sent = Array((confirmation.flatMap { $0.isEmpty ? nil : $0 } ?? "portsweep").utf8)
@@ -287,12 +314,27 @@ enum Probe {
         do {
             try await connection.send(sent)
             let back = try await connection.receive(timeout: timeout)
-            return Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
-                           received: String(decoding: back, as: UTF8.self))
+            return .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
+                                    received: String(decoding: back, as: UTF8.self)))
         } catch let error as UVError where error == .timedOut {
-            return Outcome(status: "Reachable or Filtered")
+            return .success(Outcome(status: "Reachable or Filtered"))
+        } catch let error as UVError where !isAboutThePath(error) {
+            return .failure(error)
         } catch {
-            return Outcome(status: "Unreachable")
+            return .success(Outcome(status: "Unreachable"))
+        }
+    }
+
+    /// Whether a failed probe says something about the caller's port or the path to it. Anything else is this
+    /// server's own trouble (out of descriptors, memory or ephemeral ports, its own firewall refusing to send:
+    /// EPERM) and must not be reported as the caller's port being unreachable.
+    static func isAboutThePath(_ error: UVError) -> Bool {
+        switch error.errno {
+        case ECONNREFUSED, ECONNRESET, ECONNABORTED, EPIPE, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN, ENOPROTOOPT,
+             EPROTO:
+            return true
+        default:
+            return false
         }
     }
 }

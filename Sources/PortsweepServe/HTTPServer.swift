@@ -106,6 +106,7 @@ public final class HTTPServer: Sendable {
         var headBytes = 0
         // A request head must arrive whole within the idle timeout of its first byte (no slow-loris).
         var requestStarted: ContinuousClock.Instant?
+        var requestLineEnded = false
         serving: while true {
             let chunk: [UInt8]
             do {
@@ -120,6 +121,9 @@ public final class HTTPServer: Sendable {
             if chunk.isEmpty { break }
             if requestStarted == nil { requestStarted = .now }
             headBytes += chunk.count
+            // Until the request line has ended, the bytes so far are all method and target: too many is a 414,
+            // answered before the head limit is reached.
+            if !requestLineEnded { requestLineEnded = chunk.contains(UInt8(ascii: "\n")) }
             let heads: [HTTPRequestHead]
             do {
                 heads = try framer.feed(chunk)
@@ -129,6 +133,10 @@ public final class HTTPServer: Sendable {
                 break
             }
             if heads.isEmpty {
+                if !requestLineEnded && headBytes > limits.maxTargetLength + Self.requestLineOverhead {
+                    await send(connection, Self.error(.uriTooLong, "request target too long"), keepAlive: false)
+                    break
+                }
                 if headBytes > limits.maxHeadBytes {
                     await send(connection, Self.error(.requestHeaderFieldsTooLarge, "request header fields too large"), keepAlive: false)
                     break
@@ -137,6 +145,7 @@ public final class HTTPServer: Sendable {
             }
             headBytes = 0
             requestStarted = nil
+            requestLineEnded = false
             for head in heads {
                 if head.target.utf8.count > limits.maxTargetLength {
                     await send(connection, Self.error(.uriTooLong, "request target too long"), keepAlive: false)
@@ -160,6 +169,9 @@ public final class HTTPServer: Sendable {
         }
         await connection.close()
     }
+
+    /// Method, spaces and version around the target: `OPTIONS ` + ` HTTP/1.1\r\n`.
+    static let requestLineOverhead = 32
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> ServerResponse {
         ServerResponse(status: status, headers: [.contentType: "text/plain"], body: Array((message + "\n").utf8))

@@ -99,6 +99,32 @@ extension EndToEnd {
         }
     }
 
+    @Test(.enabled(if: Portsweep.canMakeNamespaces && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft"), "needs root and nft"))
+    func aProbeTheServerCannotSendIsA503NotUnreachable() throws {
+        // The server's own firewall refuses its UDP probe (sendmsg fails with EPERM): that is the server's
+        // problem, not the caller's port, and the caller's rate limit is not charged for it.
+        try TestNetwork.with(.loopback) { network in
+            try network.firewall(["udp dport 45001 drop"], hook: "output")
+            let server = try ServeProcess(["--timeout", "1", "--rate-limit", "1/60"],
+                                          launcher: ["/usr/sbin/ip", "netns", "exec", network.near])
+            #expect(server.ready())
+            func check(_ query: String) throws -> String {
+                try Portsweep.shell(["/usr/sbin/ip", "netns", "exec", network.near, "/usr/bin/curl", "-sS", "-i",
+                                     "\(server.url)/check_port?\(query)"])
+            }
+            let refused = try check("port=45001&protocol=udp")
+            #expect(refused.hasPrefix("HTTP/1.1 503"), "\(refused)")
+            #expect(refused.contains("\"error\": \"The server could not probe your port (EPERM on the server); try again later\""), "\(refused)")
+            #expect(refused.contains("Retry-After: 5"), "\(refused)")
+            #expect(!refused.contains("Unreachable"))
+            // The limit is one check a minute: this one is still allowed, so the failed one was not counted.
+            let next = try check("port=45002&protocol=udp&format=text")
+            #expect(next.hasPrefix("HTTP/1.1 200"), "\(next)")
+            #expect(next.contains("port_status: Unreachable\n"), "\(next)")
+            #expect(server.stop() == 0)
+        }
+    }
+
     @Test(arguments: [
         ("protocol=tcp", "Port number and protocol are required"),
         ("port=80", "Port number and protocol are required"),
@@ -162,6 +188,14 @@ extension EndToEnd {
         let big = String(repeating: "a", count: 64 * 1024)
         let status = try Net.curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Big: \(big)", "\(server.url)/healthz"])
         #expect(status == "431", "status: \(status)")
+        // A request target over 4096 bytes is 414, whether the line ends soon after (5,000 bytes) or would run on
+        // past the head limit (40,000 bytes: answered before the rest is read).
+        for length in [5_000, 40_000] {
+            let long = "\(server.url)/check_port?port=1&protocol=tcp&pad=" + String(repeating: "b", count: length)
+            let tooLong = try Net.curl(["-o", "/dev/null", "-w", "%{http_code}", long])
+            #expect(tooLong == "414", "target of \(length) bytes: status \(tooLong)")
+        }
+        #expect(try Net.curl(["\(server.url)/healthz"]) == "ok\n")
         // A client that sends one byte a second: others are answered meanwhile.
         let slow = try Net.connect(server.port)
         Net.send(slow, "G")

@@ -87,13 +87,15 @@ final class TestNetwork {
     }
 
     /// Loads filter rules (nft rule lines, e.g. `tcp dport 1000-1999 drop`) into the firewall host's hook.
-    func firewall(_ rules: [String]) throws {
+    /// `hook`: where the rules sit; by default where traffic to the tested host passes (input on loopback,
+    /// forward on the router).
+    func firewall(_ rules: [String], hook: String? = nil) throws {
         guard !rules.isEmpty else { return }
         try shell("""
             ip netns exec \(firewallHost) nft -f - <<'RULES'
             table inet sweeptest {
               chain filter {
-                type filter hook \(firewallHook) priority 0; policy accept;
+                type filter hook \(hook ?? firewallHook) priority 0; policy accept;
             \(rules.map { "    " + $0 }.joined(separator: "\n"))
               }
             }
