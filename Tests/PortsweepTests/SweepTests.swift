@@ -40,12 +40,13 @@ enum TestSockets {
         return (fd, UInt16(bigEndian: addr.sin_port))
     }
 
-    /// TCP sockets bound to 127.0.0.1 on free ports and kept open, not listening: a connection to them is refused,
-    /// and while they are held nobody else (a parallel test, or the kernel picking an ephemeral client port) can use
-    /// the port on 127.0.0.1, so "closed" stays closed for the whole test.
-    static func closedPortsOnLoopback(_ count: Int) throws -> [(fd: Int32, port: UInt16)] {
+    /// Sockets bound to 127.0.0.1 on free ports and kept open, so that nothing answers there: a TCP socket that
+    /// does not listen (a connection is refused), or a UDP socket connected to port 9 (it takes datagrams from
+    /// there only, so others get ICMP port unreachable). While they are held nobody else (a parallel test, or
+    /// the kernel picking an ephemeral port) can use the port on 127.0.0.1, so "closed" stays closed.
+    static func closedPortsOnLoopback(_ count: Int, udp: Bool = false) throws -> [(fd: Int32, port: UInt16)] {
         try (0..<count).map { _ in
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_INET, Int32((udp ? SOCK_DGRAM : SOCK_STREAM).rawValue), 0)
             try #require(fd >= 0)
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
@@ -55,7 +56,15 @@ enum TestSockets {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
             }
             try #require(ok)
-            return (fd, UInt16(bigEndian: addr.sin_port))
+            let port = UInt16(bigEndian: addr.sin_port)
+            if udp {
+                addr.sin_port = UInt16(9).bigEndian
+                let connected = withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) == 0 }
+                }
+                try #require(connected)
+            }
+            return (fd, port)
         }.sorted { $0.port < $1.port }
     }
 
@@ -116,7 +125,9 @@ extension SocketTests {
         // Servers on 127.0.0.2, datagrams to 127.0.0.1 where nothing listens: ICMP port unreachable comes back.
         let group = EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
-        let ports = try TestSockets.freePorts(5)
+        let closed = try TestSockets.closedPortsOnLoopback(5, udp: true)
+        defer { for socket in closed { close(socket.fd) } }
+        let ports = closed.map(\.port)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), bind: IPAddress("127.0.0.2")!,
                                                  timeout: .seconds(10), transports: [.udp]), group: group)
         let start = ContinuousClock.now
