@@ -78,7 +78,7 @@ final class ListenLog: Sendable {
             defer { buffer = "" }
             return buffer
         }
-        if !text.isEmpty { Terminal.out(text) }
+        if !text.isEmpty { StatusLine.shared.out(text) }
     }
 
     static func seconds(_ d: Duration) -> Double {
@@ -175,17 +175,20 @@ final class ListenStats: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(500))
             let s = state.withLock { $0 }
-            Terminal.error("\r\u{1B}[2K\(s.connections) connections, \(s.datagrams) datagrams; last client \(s.lastClient ?? "none");"
-                           + " up \(uptime); listening on \(listening) ports")
+            StatusLine.shared.show("\(Self.count(s.connections, "connection")), \(Self.count(s.datagrams, "datagram"));"
+                                   + " last client \(s.lastClient ?? "none"); up \(uptime);"
+                                   + " listening on \(Self.count(listening, "port"))")
         }
-        Terminal.error("\r\u{1B}[2K")
+        StatusLine.shared.clear()
     }
+
+    static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 
     func summary() -> String {
         let s = state.withLock { $0 }
         let busiest = s.perPort.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(5)
             .map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
-        return "portsweep: \(s.connections) connection\(s.connections == 1 ? "" : "s"), \(s.datagrams) datagram\(s.datagrams == 1 ? "" : "s")"
+        return "portsweep: \(Self.count(s.connections, "connection")), \(Self.count(s.datagrams, "datagram"))"
             + (s.rejected > 0 ? ", \(s.rejected) rejected" : "")
             + "; busiest ports: \(busiest.isEmpty ? "none" : busiest); last client: \(s.lastClient ?? "none"); uptime \(uptime)"
     }

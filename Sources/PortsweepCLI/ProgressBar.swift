@@ -15,7 +15,7 @@ struct ProgressBar: Sendable {
             try? await Task.sleep(for: .milliseconds(100))
             draw(elapsed: clock.now - start)
         }
-        Terminal.error("\r\u{1B}[2K")
+        StatusLine.shared.clear()
     }
 
     private func draw(elapsed: Duration) {
@@ -27,6 +27,6 @@ struct ProgressBar: Sendable {
         let filled = min(width, done * width / total)
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
         let eta = rate > 0 ? "\(SummaryText.format(left, digits: 1)) s" : "?"
-        Terminal.error("\r\u{1B}[2K[\(bar)] \(done)/\(total) \(SummaryText.grouped(Int(rate))) ports/s ETA \(eta)")
+        StatusLine.shared.show("[\(bar)] \(done)/\(total) \(SummaryText.grouped(Int(rate))) ports/s ETA \(eta)")
     }
 }

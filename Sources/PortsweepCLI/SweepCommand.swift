@@ -222,21 +222,24 @@ struct OutputFormatArgument: ExpressibleByArgument {
     var defaultValueDescription: String { value.rawValue }
 }
 
-/// Buffers stdout lines and writes them in large chunks.
+/// Buffers stdout lines and writes them in large chunks (or line by line to a terminal), below any status line.
 final class OutputBuffer {
     private var pending = ""
+    /// On a terminal a person is watching: each result line as soon as it is known. Into a pipe or a file:
+    /// in large writes.
+    private let live = Terminal.stdoutIsTerminal
 
     func write(_ lines: [String]) {
         for line in lines {
             pending += line
             pending += "\n"
         }
-        if pending.utf8.count > 1 << 16 { flush() }
+        if live || pending.utf8.count > 1 << 16 { flush() }
     }
 
     func flush() {
         guard !pending.isEmpty else { return }
-        Terminal.out(pending)
+        StatusLine.shared.out(pending)
         pending = ""
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,4 +23,37 @@ enum Terminal {
     static func error(_ text: String) { write(text, to: STDERR_FILENO) }
     static func out(_ text: String) { write(text, to: STDOUT_FILENO) }
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+    static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
+}
+
+/// The one status line a command keeps at the bottom of a terminal (the sweep's progress bar, listen's status),
+/// on stderr. Everything for stdout goes through `out`, so that when both are the same terminal a line of
+/// results never lands on the end of the status text: the status is taken down, the lines written, the status
+/// drawn again.
+final class StatusLine: Sendable {
+    static let shared = StatusLine()
+    private let shown = Mutex<String?>(nil)
+
+    func show(_ text: String) {
+        shown.withLock { shown in
+            shown = text
+            Terminal.error("\r\u{1B}[2K" + text)
+        }
+    }
+
+    func clear() {
+        shown.withLock { shown in
+            if shown != nil { Terminal.error("\r\u{1B}[2K") }
+            shown = nil
+        }
+    }
+
+    func out(_ text: String) {
+        shown.withLock { shown in
+            guard let status = shown, Terminal.stdoutIsTerminal else { return Terminal.out(text) }
+            Terminal.error("\r\u{1B}[2K")
+            Terminal.out(text)
+            Terminal.error(status)
+        }
+    }
 }

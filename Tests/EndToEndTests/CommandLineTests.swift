@@ -48,6 +48,26 @@ extension EndToEnd {
                               "[PASS] TCP/UDP \(q)"], "stderr: \(run.stderr)")
     }
 
+    @Test(.enabled(if: TestNetwork.available && Pty.available, "needs root, ip, nft and script"))
+    func onATerminalTheProgressBarNeverSwallowsAResultLine() throws {
+        // One port dropped, timeout 1 s: the sweep runs for a second with the bar up, and the first group is
+        // known (and printed) while it is.
+        try TestNetwork.with(.loopback) { network in
+            try network.firewall(["tcp dport 40050 drop"])
+            let run = try Portsweep.run(["sweep", "--ports", "40000-40099", "--tcp-only", "--timeout", "1"],
+                                        netns: network.near, wrapper: Pty.launcher)
+            #expect(run.status == 1)
+            let screen = run.stdout
+            #expect(screen.contains("ports/s ETA"), "no progress bar on a terminal: \(screen)")
+            for line in ["[PASS] 40000-40049", "[FAIL] 40050", "[PASS] 40051-40099", "portsweep: 100 ports in"] {
+                #expect(Pty.startsALine(line, in: screen), "\(line) does not start a line: \(screen.debugDescription)")
+            }
+        }
+        // Not a terminal: no bar, no escapes.
+        let piped = try Portsweep.run(["sweep", "--ports", "\(try HeldPort.freePort())", "--tcp-only"])
+        #expect(!piped.stderr.contains("ETA") && !piped.stderr.contains("\u{1B}") && !piped.stdout.contains("\u{1B}"))
+    }
+
     @Test func helpExitsZero() throws {
         let run = try Portsweep.run(["sweep", "--help"])
         #expect(run.status == 0)

@@ -128,6 +128,25 @@ enum Net {
 extension EndToEnd {
 /// `portsweep listen` with real clients: curl, plain sockets, datagrams.
 @Suite struct ListenTests {
+    @Test(.enabled(if: Pty.available, "needs script (bsdutils)"))
+    func onATerminalTheStatusLineShowsConnectionsAndLogLinesStayWhole() throws {
+        let port = try HeldPort.freePort()
+        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--no-timestamps"], launcher: Pty.launcher)
+        #expect(listener.waitForLog("listening on 1 TCP port"))
+        #expect(try Net.curl(["http://127.0.0.1:\(port)/"]).hasPrefix("Port test successful!"))
+        // The status line (redrawn every half second) catches up with the connection.
+        #expect(listener.waitForLog("1 connection, 0 datagrams; last client 127.0.0.1:"), "\(listener.log.debugDescription)")
+        #expect(listener.log.contains("listening on 1 port"))
+        let child = try #require(Pty.child(of: listener.process.processIdentifier))
+        kill(child, SIGTERM)
+        #expect(listener.stop(0) == 0)
+        let screen = listener.log
+        #expect(Pty.startsALine("TCP \(port) 127.0.0.1:", in: screen), "\(screen.debugDescription)")
+        #expect(Pty.startsALine("stopping (SIGTERM)", in: screen), "\(screen.debugDescription)")
+        #expect(Pty.startsALine("portsweep: 1 connection, 0 datagrams; busiest ports: \(port) (1)", in: screen),
+                "\(screen.debugDescription)")
+    }
+
     @Test func httpRepliesToGetHeadKeepAliveAndLogsEachConnection() throws {
         let port = try HeldPort.freePort()
         let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only"])
