@@ -96,6 +96,10 @@ struct ListenCommand: AsyncParsableCommand {
         let log = ListenLog(format: format, timestamps: !noTimestamps)
         let group = EventLoopGroup()
         defer { group.shutdown() }
+        // Armed before any listener or worker exists: a signal during start-up is handled once start-up is over
+        // (everything closed, workers stopped), instead of ending this process and orphaning the workers.
+        let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
+        defer { signals.stop() }
         let budget = DescriptorBudget.raise()
         let perWorker = ListenWorkers.portsPerWorker(budget: budget, transports: transports.count)
         let labels = configuration.transports.sorted().map(\.rawValue).joined(separator: " and ")
@@ -146,7 +150,7 @@ struct ListenCommand: AsyncParsableCommand {
             for line in lines { log.note("self-test: " + line) }
         } : nil
         let stopper = Task {
-            let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
+            let signal = try await signals.next()
             log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
             await stop()
         }
@@ -174,9 +178,14 @@ struct ListenCommand: AsyncParsableCommand {
 
     /// A worker: listen on its share, report start-up and events as JSON Lines, stop on SIGTERM.
     private func runWorker(_ configuration: ListenConfiguration) async throws {
+        // A worker never outlives its parent, however the parent ends (SIGKILL, a crash): stdin is a pipe only
+        // the parent writes to, and its end of file means the parent is gone; that becomes our own SIGTERM.
+        ListenWorkers.stopAtEndOfInput()
         let log = ListenLog(format: .json, timestamps: true)
         let group = EventLoopGroup()
         defer { group.shutdown() }
+        let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
+        defer { signals.stop() }
         let listener = Listener(configuration, group: group)
         do {
             try await listener.start()
@@ -193,7 +202,7 @@ struct ListenCommand: AsyncParsableCommand {
         }
         log.record(LogRecord(event: "ready"))
         let stopper = Task {
-            _ = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
+            _ = try await signals.next()
             await listener.stop()
         }
         for await event in listener.events {

@@ -63,28 +63,52 @@ final class ListenWorkers: Sendable {
         var description: String { "cannot start a worker process: \(String(cString: strerror(errno)))" }
     }
 
-    /// Starts `arguments` with stdin from /dev/null and stdout into a pipe; returns the pid and the pipe's read end.
+    /// Starts `arguments` with stdout into a pipe and stdin from a lifeline pipe whose write end this process
+    /// keeps (and never writes to) until it exits: the worker's end of file on stdin means this process is gone,
+    /// however it ended. Returns the pid and the stdout pipe's read end.
     private static func spawn(_ arguments: [String]) throws -> (pid_t, Int32) {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SpawnError(errno: errno) }
-        // Not inherited by later workers (dup2 gives the child its own stdout without the flag).
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        var output: [Int32] = [0, 0], lifeline: [Int32] = [0, 0]
+        guard pipe(&output) == 0 else { throw SpawnError(errno: errno) }
+        guard pipe(&lifeline) == 0 else {
+            let error = errno
+            close(output[0]); close(output[1])
+            throw SpawnError(errno: error)
+        }
+        // Not inherited by later workers (dup2 gives the child its own stdin and stdout without the flag): a
+        // lifeline end held by a sibling would hide the parent's death.
+        for fd in output + lifeline { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO)
-        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], STDOUT_FILENO)
+        posix_spawn_file_actions_adddup2(&actions, lifeline[0], STDIN_FILENO)
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for arg in argv { free(arg) } }
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
-        close(fds[1])
+        close(output[1])
+        close(lifeline[0])
         guard rc == 0 else {
-            close(fds[0])
+            close(output[0])
+            close(lifeline[1])
             throw SpawnError(errno: rc)
         }
-        return (pid, fds[0])
+        // lifeline[1] stays open for the rest of this process's life, on purpose.
+        return (pid, output[0])
+    }
+
+    /// In a worker: turns end of file on stdin (the parent is gone) into a SIGTERM to itself, which stops it the
+    /// ordinary way (listeners closed, events flushed).
+    static func stopAtEndOfInput() {
+        Thread.detachNewThread {
+            var byte: UInt8 = 0
+            while true {
+                let n = Glibc.read(STDIN_FILENO, &byte, 1)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+            }
+            kill(getpid(), SIGTERM)
+        }
     }
 
     private func read(_ fd: Int32) {

@@ -93,6 +93,9 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.maxProbes = maxChecks
         let group = EventLoopGroup()
         defer { group.shutdown() }
+        // Armed before the server exists: a SIGTERM from here on is a drain, never a half-started exit.
+        let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
+        defer { signals.stop() }
         let service = CheckService(configuration, group: group)
         let server: HTTPServer
         do {
@@ -111,7 +114,7 @@ struct ServeCommand: AsyncParsableCommand {
         let bound = await server.localAddress.map { "\($0)" } ?? listen
         logger.info("serving /check_port on \(bound)")
         let serving = Task { await server.run() }
-        let signal = try await group.loops[0].waitForSignal([SIGINT, SIGTERM])
+        let signal = try await signals.next()
         logger.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
         await server.drain(within: configuration.probeTimeout + .seconds(2))
         serving.cancel()

@@ -33,6 +33,27 @@ let benchmarks: @Sendable () -> Void = {
         for await _ in listener.events {}
     }
 
+    // The command itself on the 60,000-port range: one process holds what its descriptor limit allows,
+    // the rest go to worker processes, and "listening on" is printed once every listener of every worker is up.
+    if let binary = PortsweepBinary.path {
+        Benchmark("listen (command): 60,000 TCP listeners (1024-61023) until \"listening on\"",
+                  configuration: .init(metrics: [.wallClock, portsPerSecond], units: [portsPerSecond: .count],
+                                       warmupIterations: 1, maxDuration: .seconds(60), maxIterations: 5)) { benchmark in
+            let start = ContinuousClock.now
+            benchmark.startMeasurement()
+            let process = try await Tool.start(path: binary, ["listen", "--ports", "1024-61023", "--tcp-only", "-q",
+                                                             "--no-timestamps"], until: "listening on")
+            benchmark.stopMeasurement()
+            let elapsed = ContinuousClock.now - start
+            benchmark.measurement(portsPerSecond, Int(60_000 / (elapsed / .seconds(1))))
+            process.terminate()
+            process.waitUntilExit()
+            precondition(process.terminationStatus == 0, "portsweep listen exited with \(process.terminationStatus)")
+        }
+    } else {
+        FileHandle.standardError.write(Data("listen: no release build of portsweep (swift build -c release in ..)\n".utf8))
+    }
+
     Benchmark("listen: HTTP replies on one port, wrk 100 connections keep-alive",
               configuration: .init(metrics: [requestsPerSecond], units: [requestsPerSecond: .count], warmupIterations: 0, maxDuration: .seconds(60),
                                    maxIterations: 3, skip: !Wrk.isInstalled)) { benchmark in
@@ -112,5 +133,15 @@ struct Nginx {
         process.terminate()
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// The release build of the parent package's command (Benchmarks/run builds it), or $PORTSWEEP_BINARY.
+enum PortsweepBinary {
+    static var path: String? {
+        let candidates = [ProcessInfo.processInfo.environment["PORTSWEEP_BINARY"], "../.build/release/portsweep",
+                          ".build/release/portsweep"].compactMap { $0 }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+            .map { URL(fileURLWithPath: $0).standardizedFileURL.path }
     }
 }

@@ -96,6 +96,41 @@ public enum Tool {
         return text
     }
 
+    /// Starts `path` and returns once a line of its output (stdout or stderr) contains `text`; throws if it ends
+    /// first or `timeout` passes. The caller stops it (`terminate()`, `waitUntilExit()`).
+    public static func start(path: String, _ arguments: [String], until text: String,
+                             timeout: Duration = .seconds(60)) async throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let seen: Bool = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var text_ = ""
+                let deadline = ContinuousClock.now + timeout
+                // availableData blocks: the deadline is checked between chunks, and a child that stops writing
+                // is ended by the caller's timeout below.
+                while ContinuousClock.now < deadline {
+                    let data = output.fileHandleForReading.availableData
+                    if data.isEmpty { break }
+                    text_ += String(decoding: data, as: UTF8.self)
+                    if text_.contains(text) { return continuation.resume(returning: true) }
+                }
+                continuation.resume(returning: false)
+            }
+        }
+        guard seen else {
+            if process.isRunning { process.terminate() }
+            throw LoadToolError.failed(path, status: -1, output: "never printed \"\(text)\"")
+        }
+        // Keep draining, so a chatty child never blocks on a full pipe.
+        Thread.detachNewThread { while !output.fileHandleForReading.availableData.isEmpty {} }
+        return process
+    }
+
     /// Starts a long-running child (a reference server); the caller terminates it.
     public static func start(_ name: String, _ arguments: [String]) throws -> Process {
         guard let url = find(name) else { throw LoadToolError.missing(name) }
