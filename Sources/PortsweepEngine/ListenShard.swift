@@ -242,6 +242,10 @@ private final class Connection {
     private var writesInFlight = 0
     private var end = "closed by client"
     private var record = true
+    /// This connection's 200 answers, built on first use: the body names the port and the client, which do not
+    /// change, so a keep-alive connection answers every later request without building anything. Indexed by
+    /// `Connection.slot(head:keepAlive:)`.
+    private var answers: [[UInt8]?] = []
 
     init(shard: ListenShard, port: UInt16) {
         self.shard = shard
@@ -301,11 +305,19 @@ private final class Connection {
         guard let framer else { return }
         do {
             let heads = try framer.feed(data)
-            for head in heads {
+            // Pipelined requests read together are answered with one write.
+            var batch: [UInt8] = []
+            defer { if !batch.isEmpty { send(batch) } }
+            for (index, head) in heads.enumerated() {
                 requests += 1
                 let keepAlive = head.keepAlive && !framer.isUpgraded
-                send(response(status: "200 OK", body: ListenShard.body(port: port, client: client), head: head.isHead,
-                              keepAlive: keepAlive))
+                let answer = answer(head: head.isHead, keepAlive: keepAlive)
+                if heads.count == 1 {
+                    send(answer)
+                } else {
+                    if index == 0 { batch.reserveCapacity(answer.count * heads.count) }
+                    batch += answer
+                }
                 if !keepAlive {
                     end = "served"
                     closeAfterWrites = true
@@ -324,6 +336,16 @@ private final class Connection {
             uv_read_stop(uvStream(tcp))
         }
         if closeAfterWrites && writesInFlight == 0 { close(end: end) }
+    }
+
+    private func answer(head: Bool, keepAlive: Bool) -> [UInt8] {
+        let slot = (head ? 2 : 0) + (keepAlive ? 1 : 0)
+        if answers.isEmpty { answers = [nil, nil, nil, nil] }
+        if let built = answers[slot] { return built }
+        let built = response(status: "200 OK", body: ListenShard.body(port: port, client: client), head: head,
+                             keepAlive: keepAlive)
+        answers[slot] = built
+        return built
     }
 
     private func response(status: String, body: String, head: Bool, keepAlive: Bool) -> [UInt8] {
