@@ -243,8 +243,8 @@ private final class Connection {
     private var end = "closed by client"
     private var record = true
     /// This connection's 200 answers, built on first use: the body names the port and the client, which do not
-    /// change, so a keep-alive connection answers every later request without building anything. Indexed by
-    /// `Connection.slot(head:keepAlive:)`.
+    /// change, so a keep-alive connection answers every later request without building anything. Four slots:
+    /// HEAD or not, keep-alive or not.
     private var answers: [[UInt8]?] = []
 
     init(shard: ListenShard, port: UInt16) {
