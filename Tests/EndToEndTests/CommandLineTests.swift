@@ -29,22 +29,23 @@ extension EndToEnd {
     }
 
     @Test func udpOnlyOmitsTheProtocolUnlessAsked() throws {
-        let free = try HeldPort.freePort()
-        let run = try Portsweep.run(["sweep", "--udp-only", "--ports", "\(free)", "-q"])
+        let ports = try QuietPorts(free: 1)
+        let free = ports.free[0]
+        let run = try ports.run(["sweep", "--udp-only", "--ports", "\(free)", "-q"])
         #expect(run.status == 0)
         #expect(run.lines == ["[PASS] \(free)"])
-        let labelled = try Portsweep.run(["sweep", "--udp-only", "--ports", "\(free)", "-q", "--always-print-protocol"])
+        let labelled = try ports.run(["sweep", "--udp-only", "--ports", "\(free)", "-q", "--always-print-protocol"])
         #expect(labelled.lines == ["[PASS] UDP \(free)"])
     }
 
     @Test func mixedResultsMergeAndSplitByProtocol() throws {
         // A TCP listener held by the test: TCP says USED there, UDP passes; around it both pass.
-        let held = try HeldPort()
-        defer { held.close() }
-        let (p, q) = (held.port - 1, held.port + 1)
-        let run = try Portsweep.run(["sweep", "--ports", "\(p)-\(q)", "-q"])
+        let ports = try QuietPorts(free: 2, held: 1, adjacent: true)
+        defer { ports.close() }
+        let (p, held, q) = (ports.free[0], ports.held[0], ports.free[1])
+        let run = try ports.run(["sweep", "--ports", "\(p)-\(q)", "-q"])
         #expect(run.status == 1)
-        #expect(run.lines == ["[PASS] TCP/UDP \(p)", "[USED] TCP \(held.port)", "[PASS] UDP \(held.port)",
+        #expect(run.lines == ["[PASS] TCP/UDP \(p)", "[USED] TCP \(held)", "[PASS] UDP \(held)",
                               "[PASS] TCP/UDP \(q)"], "stderr: \(run.stderr)")
     }
 
@@ -75,22 +76,22 @@ extension EndToEnd {
     }
 
     @Test func singlePortExitStatusIsItsOutcomeBits() throws {
-        let free = try HeldPort.freePort()
-        let pass = try Portsweep.run(["sweep", "--test-single-port", "\(free)"])
+        let ports = try QuietPorts(free: 1, held: 1)
+        defer { ports.close() }
+        let free = ports.free[0]
+        let pass = try ports.run(["sweep", "--test-single-port", "\(free)"])
         #expect(pass.status == 0)
         #expect(pass.stdout.isEmpty && pass.stderr.isEmpty)
 
-        let held = try HeldPort()
-        defer { held.close() }
-        let used = try Portsweep.run(["sweep", "--test-single-port", "\(held.port)"])
+        let used = try ports.run(["sweep", "--test-single-port", "\(ports.held[0])"])
         #expect(used.status == 8)  // TCP USED, UDP PASS: the bits combine
         #expect(used.stdout.isEmpty)
 
         // Listeners on 127.0.0.2, target 127.0.0.1: nothing answers there. TCP is refused (FAIL 1); the UDP
         // datagram draws an ICMP port unreachable (SEND 2): 1 | 2.
-        let failed = try Portsweep.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2"])
+        let failed = try ports.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2"])
         #expect(failed.status == 3)
-        let tcpOnly = try Portsweep.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2", "--tcp-only"])
+        let tcpOnly = try ports.run(["sweep", "--test-single-port", "\(free)", "--bind", "127.0.0.2", "--tcp-only"])
         #expect(tcpOnly.status == 1)
     }
 
@@ -112,21 +113,23 @@ extension EndToEnd {
     }
 
     @Test func jsonAndCsvCarryCodeAndWord() throws {
-        let held = try HeldPort()
-        defer { held.close() }
-        let json = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "json", "--quiet", "--tcp-only"])
+        let ports = try QuietPorts(free: 0, held: 1)
+        defer { ports.close() }
+        let held = ports.held[0]
+        let json = try ports.run(["sweep", "--ports", "\(held)", "--format", "json", "--quiet", "--tcp-only"])
         #expect(json.status == 1)
-        let object = try JSONSerialization.jsonObject(with: Data(json.lines[0].utf8)) as? [String: Any]
+        let object = try JSONSerialization.jsonObject(with: Data((json.lines.first ?? "").utf8)) as? [String: Any]
         #expect(object?["code"] as? Int == 8 && object?["result"] as? String == "USED")
-        #expect(object?["first"] as? Int == Int(held.port) && object?["errno"] as? String == "EADDRINUSE")
+        #expect(object?["first"] as? Int == Int(held) && object?["errno"] as? String == "EADDRINUSE")
         #expect(json.stderr.isEmpty)
-        let csv = try Portsweep.run(["sweep", "--ports", "\(held.port)", "--format", "csv", "--no-group", "-q"])
-        #expect(csv.lines == ["port,protocol,code,result,errno", "\(held.port),TCP,8,USED,EADDRINUSE", "\(held.port),UDP,0,PASS,"])
+        let csv = try ports.run(["sweep", "--ports", "\(held)", "--format", "csv", "--no-group", "-q"])
+        #expect(csv.lines == ["port,protocol,code,result,errno", "\(held),TCP,8,USED,EADDRINUSE", "\(held),UDP,0,PASS,"])
     }
 
     @Test func netcatPathIsAcceptedAndIgnored() throws {
-        let free = try HeldPort.freePort()
-        let run = try Portsweep.run(["sweep", "--ports", "\(free)", "--netcat-path", "/bin/nc", "-q", "--error-codes"])
+        let ports = try QuietPorts(free: 1)
+        let free = ports.free[0]
+        let run = try ports.run(["sweep", "--ports", "\(free)", "--netcat-path", "/bin/nc", "-q", "--error-codes"])
         #expect(run.status == 0)
         #expect(run.lines == ["[0] TCP/UDP \(free)"])
     }

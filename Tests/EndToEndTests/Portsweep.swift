@@ -55,6 +55,30 @@ enum Portsweep {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Shell commands for `run(setup:)`: another process holds these ports (TCP listeners, bound UDP sockets) on
+    /// 0.0.0.0 until portsweep ends; portsweep starts only once they are held.
+    static func holding(tcp: [UInt16], udp: [UInt16] = []) -> String {
+        guard !tcp.isEmpty || !udp.isEmpty else { return "" }
+        let ready = NSTemporaryDirectory() + "portsweep-holder-\(UUID().uuidString)"
+        return """
+            rm -f \(ready); mkfifo \(ready)
+            /usr/bin/python3 -c '
+            import socket, sys, time
+            held = []
+            for port in [\(tcp.map(String.init).joined(separator: ","))]:
+                s = socket.socket(); s.bind(("0.0.0.0", port)); s.listen(8); held.append(s)
+            for port in [\(udp.map(String.init).joined(separator: ","))]:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); held.append(s)
+            open("\(ready)", "w").write("ready\\n")
+            time.sleep(600)
+            ' >/dev/null 2>&1 &
+            holder=$!
+            trap 'kill $holder 2>/dev/null || true' EXIT
+            read line < \(ready)
+            rm -f \(ready)
+            """
+    }
+
     static var isRoot: Bool { geteuid() == 0 }
 
     /// Whether this machine lets us make network namespaces (root with unshare and ip).
@@ -122,6 +146,49 @@ final class Locked<T>: @unchecked Sendable {
 }
 
 /// A listening socket this test holds, as "another process" would.
+/// Ports for a test of the command where nothing else may touch them: as root, fixed ports in a fresh network
+/// namespace of the run's own (other tests in parallel hammer this machine's loopback, and a "free" port can be
+/// taken by one of them between the check and the sweep); otherwise ports free on this machine a moment ago,
+/// the held ones held by this process.
+final class QuietPorts {
+    /// Nothing holds these.
+    let free: [UInt16]
+    /// Another process holds these with a TCP listener.
+    let held: [UInt16]
+    private let holders: [HeldPort]
+    private let isolated = Portsweep.canMakeNamespaces
+
+    /// `adjacent`: free and held ports form one run of consecutive numbers, free ones around the held ones
+    /// (`free: 2, held: 1` gives P, P+1 held, P+2).
+    init(free: Int, held: Int = 0, adjacent: Bool = false) throws {
+        precondition(!adjacent || (free == 2 && held == 1), "adjacent: two free ports around one held")
+        if isolated {
+            let base: UInt16 = 40000
+            if adjacent {
+                (self.free, self.held) = ([base, base + 2], [base + 1])
+            } else {
+                self.free = (0..<free).map { base + UInt16($0) }
+                self.held = (0..<held).map { base + 100 + UInt16($0) }
+            }
+            holders = []
+        } else if adjacent {
+            let holder = try HeldPort()
+            (self.free, self.held, holders) = ([holder.port - 1, holder.port + 1], [holder.port], [holder])
+        } else {
+            holders = try (0..<held).map { _ in try HeldPort() }
+            self.held = holders.map(\.port)
+            self.free = try (0..<free).map { _ in try HeldPort.freePort() }
+        }
+    }
+
+    func run(_ arguments: [String]) throws -> Portsweep.Run {
+        isolated ? try Portsweep.run(arguments, inNamespace: true, setup: Portsweep.holding(tcp: held))
+                 : try Portsweep.run(arguments)
+    }
+
+    func close() { for holder in holders { holder.close() } }
+}
+
 final class HeldPort {
     let fd: Int32
     let port: UInt16

@@ -106,27 +106,7 @@ final class TestNetwork {
     /// Runs `portsweep sweep` on the near host against `target`. `holding`: ports another process holds on the
     /// near host while it runs (TCP listeners and UDP sockets).
     func sweep(_ arguments: [String], holdingTCP: [UInt16] = [], holdingUDP: [UInt16] = []) throws -> (Portsweep.Run, Duration) {
-        var setup = ""
-        if !holdingTCP.isEmpty || !holdingUDP.isEmpty {
-            let ready = NSTemporaryDirectory() + "\(near)-ready"
-            setup = """
-                rm -f \(ready); mkfifo \(ready)
-                /usr/bin/python3 -c '
-                import socket, sys, time
-                held = []
-                for port in [\(holdingTCP.map(String.init).joined(separator: ","))]:
-                    s = socket.socket(); s.bind(("0.0.0.0", port)); s.listen(8); held.append(s)
-                for port in [\(holdingUDP.map(String.init).joined(separator: ","))]:
-                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port)); held.append(s)
-                open("\(ready)", "w").write("ready\\n")
-                time.sleep(600)
-                ' >/dev/null 2>&1 &
-                holder=$!
-                trap 'kill $holder 2>/dev/null || true' EXIT
-                read line < \(ready)
-                rm -f \(ready)
-                """
-        }
+        let setup = Portsweep.holding(tcp: holdingTCP, udp: holdingUDP)
         let start = ContinuousClock.now
         let run = try Portsweep.run(["sweep", "--target", target] + arguments, netns: near, setup: setup)
         return (run, ContinuousClock.now - start)
