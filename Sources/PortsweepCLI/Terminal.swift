@@ -22,8 +22,9 @@ enum Terminal {
 
     static func error(_ text: String) { write(text, to: STDERR_FILENO) }
     static func out(_ text: String) { write(text, to: STDOUT_FILENO) }
-    static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
-    static var stdoutIsTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
+    // Asked once: the status line consults them on every write to stdout.
+    static let stderrIsTerminal = isatty(STDERR_FILENO) == 1
+    static let stdoutIsTerminal = isatty(STDOUT_FILENO) == 1
 }
 
 /// The one status line a command keeps at the bottom of a terminal (the sweep's progress bar, listen's status),

@@ -273,12 +273,8 @@ enum Probe {
         let connection: TCPConnection
         do {
             connection = try await TCPConnection.connect(to: target, on: loop, timeout: timeout)
-        } catch let error as UVError where error == .timedOut {
-            return .success(Outcome(status: "Filtered"))
-        } catch let error as UVError where !isAboutThePath(error) {
-            return .failure(error)
         } catch {
-            return .success(Outcome(status: "Unreachable"))
+            return failed(error, silence: "Filtered")
         }
         guard let confirmation, !confirmation.isEmpty else {
             await connection.close(reset: true)
@@ -303,26 +299,30 @@ enum Probe {
         let connection: UDPConnection
         do {
             connection = try await UDPConnection.connect(to: target, on: loop)
-        } catch let error as UVError where !isAboutThePath(error) {
-            return .failure(error)
         } catch {
-            return .success(Outcome(status: "Unreachable"))
+            return failed(error, silence: "Reachable or Filtered")
         }
         // A short payload: never more than the request that asked for it (no amplification).
         let sent = Array((confirmation.flatMap { $0.isEmpty ? nil : $0 } ?? "portsweep").utf8)
-        defer { Task { await connection.close() } }
+        let result: Result<Outcome, UVError>
         do {
             try await connection.send(sent)
             let back = try await connection.receive(timeout: timeout)
-            return .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
-                                    received: String(decoding: back, as: UTF8.self)))
-        } catch let error as UVError where error == .timedOut {
-            return .success(Outcome(status: "Reachable or Filtered"))
-        } catch let error as UVError where !isAboutThePath(error) {
-            return .failure(error)
+            result = .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
+                                      received: String(decoding: back, as: UTF8.self)))
         } catch {
-            return .success(Outcome(status: "Unreachable"))
+            result = failed(error, silence: "Reachable or Filtered")
         }
+        await connection.close()
+        return result
+    }
+
+    /// What a probe step that threw says: `silence` when its deadline passed, `Unreachable` when the caller's
+    /// side refused, and the error itself when it is the server's own trouble.
+    static func failed(_ error: any Error, silence: String) -> Result<Outcome, UVError> {
+        guard let error = error as? UVError else { return .success(Outcome(status: "Unreachable")) }
+        if error == .timedOut { return .success(Outcome(status: silence)) }
+        return isAboutThePath(error) ? .success(Outcome(status: "Unreachable")) : .failure(error)
     }
 
     /// Whether a failed probe says something about the caller's port or the path to it. Anything else is this

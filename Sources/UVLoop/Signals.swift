@@ -97,14 +97,3 @@ public final class SignalWatch: @unchecked Sendable {  // `handles` is touched o
         }
     }
 }
-
-extension EventLoop {
-    /// Waits until the process receives one of `signals` (SIGINT, SIGTERM...); returns which. The handlers are
-    /// libuv's (on this loop) from the moment this starts waiting until it returns or is cancelled. A command
-    /// with start-up work to protect arms a `SignalWatch` first instead.
-    public func waitForSignal(_ signals: [Int32]) async throws -> Int32 {
-        let watch = await SignalWatch.watch(signals, on: self)
-        defer { watch.stop() }
-        return try await watch.next()
-    }
-}

@@ -6,32 +6,18 @@ import UVLoop
 
 /// Sockets the test opens itself, with plain syscalls, to play "another process".
 enum TestSockets {
-    /// A listening TCP socket on 0.0.0.0, port 0 (a free port); returns the descriptor and the port.
-    static func listen() throws -> (fd: Int32, port: UInt16) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// A socket of `type` bound to `address` (host byte order; 0 is 0.0.0.0) on a port the kernel picks;
+    /// `reuse` sets SO_REUSEADDR first. Returns the descriptor and the port.
+    static func bound(_ type: __socket_type, address: in_addr_t = 0, reuse: Bool = false) throws -> (fd: Int32, port: UInt16) {
+        let fd = socket(AF_INET, Int32(type.rawValue), 0)
         try #require(fd >= 0)
+        if reuse {
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        try #require(bound == 0)
-        try #require(Glibc.listen(fd, 16) == 0)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return (fd, UInt16(bigEndian: addr.sin_port))
-    }
-
-    /// A bound UDP socket on 0.0.0.0, port 0, with SO_REUSEADDR (as many daemons set it).
-    static func udp() throws -> (fd: Int32, port: UInt16) {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        try #require(fd >= 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = address.bigEndian
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
@@ -40,31 +26,38 @@ enum TestSockets {
         return (fd, UInt16(bigEndian: addr.sin_port))
     }
 
+    /// A listening TCP socket on 0.0.0.0, port 0 (a free port); returns the descriptor and the port.
+    static func listen() throws -> (fd: Int32, port: UInt16) {
+        let socket = try bound(SOCK_STREAM)
+        try #require(Glibc.listen(socket.fd, 16) == 0)
+        return socket
+    }
+
+    /// A bound UDP socket on 0.0.0.0, port 0, with SO_REUSEADDR (as many daemons set it).
+    static func udp() throws -> (fd: Int32, port: UInt16) {
+        try bound(SOCK_DGRAM, reuse: true)
+    }
+
     /// Sockets bound to 127.0.0.1 on free ports and kept open, so that nothing answers there: a TCP socket that
     /// does not listen (a connection is refused), or a UDP socket connected to port 9 (it takes datagrams from
     /// there only, so others get ICMP port unreachable). While they are held nobody else (a parallel test, or
     /// the kernel picking an ephemeral port) can use the port on 127.0.0.1, so "closed" stays closed.
     static func closedPortsOnLoopback(_ count: Int, udp: Bool = false) throws -> [(fd: Int32, port: UInt16)] {
         try (0..<count).map { _ in
-            let fd = socket(AF_INET, Int32((udp ? SOCK_DGRAM : SOCK_STREAM).rawValue), 0)
-            try #require(fd >= 0)
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let ok = withUnsafeMutablePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-            }
-            try #require(ok)
-            let port = UInt16(bigEndian: addr.sin_port)
+            let socket = try bound(udp ? SOCK_DGRAM : SOCK_STREAM, address: 0x7F00_0001)
             if udp {
-                addr.sin_port = UInt16(9).bigEndian
-                let connected = withUnsafePointer(to: &addr) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, len) == 0 }
+                var peer = sockaddr_in()
+                peer.sin_family = sa_family_t(AF_INET)
+                peer.sin_port = UInt16(9).bigEndian
+                peer.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+                let connected = withUnsafePointer(to: &peer) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(socket.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                    }
                 }
                 try #require(connected)
             }
-            return (fd, port)
+            return socket
         }.sorted { $0.port < $1.port }
     }
 

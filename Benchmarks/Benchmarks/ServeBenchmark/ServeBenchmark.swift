@@ -131,17 +131,8 @@ struct SilentUDPPort: Sendable {
     let port: UInt16
 
     static func start() -> SilentUDPPort {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        precondition(fd >= 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        precondition(ok, "bind: \(errno)")
-        return SilentUDPPort(fd: fd, port: UInt16(bigEndian: address.sin_port))
+        let (fd, port) = LoopbackSocket.bound(SOCK_DGRAM)
+        return SilentUDPPort(fd: fd, port: port)
     }
 
     func close() { _ = Glibc.close(fd) }

@@ -109,15 +109,15 @@ public enum Tool {
         try process.run()
         let seen: Bool = await withCheckedContinuation { continuation in
             Thread.detachNewThread {
-                var text_ = ""
+                var printed = ""
                 let deadline = ContinuousClock.now + timeout
                 // availableData blocks: the deadline is checked between chunks, and a child that stops writing
                 // is ended by the caller's timeout below.
                 while ContinuousClock.now < deadline {
                     let data = output.fileHandleForReading.availableData
                     if data.isEmpty { break }
-                    text_ += String(decoding: data, as: UTF8.self)
-                    if text_.contains(text) { return continuation.resume(returning: true) }
+                    printed += String(decoding: data, as: UTF8.self)
+                    if printed.contains(text) { return continuation.resume(returning: true) }
                 }
                 continuation.resume(returning: false)
             }
