@@ -94,7 +94,7 @@ struct ListenCommand: AsyncParsableCommand {
                                  idleTimeout: .milliseconds(Int64(idleTimeout * 1000))))
         if worker { return try await runWorker(configuration) }
         let log = ListenLog(format: format, timestamps: !noTimestamps)
-        let group = EventLoopGroup()
+        let group = try LocalResources.loops()
         defer { group.shutdown() }
         // Armed before any listener or worker exists: a signal during start-up is handled once start-up is over
         // (everything closed, workers stopped), instead of ending this process and orphaning the workers.
@@ -182,7 +182,7 @@ struct ListenCommand: AsyncParsableCommand {
         // the parent writes to, and its end of file means the parent is gone; that becomes our own SIGTERM.
         ListenWorkers.stopAtEndOfInput()
         let log = ListenLog(format: .json, timestamps: true)
-        let group = EventLoopGroup()
+        let group = try LocalResources.loops()
         defer { group.shutdown() }
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }

@@ -175,11 +175,3 @@ extension LogRecord {
     }
 }
 
-extension SocketAddress {
-    /// Parses `1.2.3.4:80` or `[::1]:80`.
-    init?(parsing text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
-              let ip = IPAddress(String(text[..<colon])) else { return nil }
-        self.init(ip, port: port)
-    }
-}

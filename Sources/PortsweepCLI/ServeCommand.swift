@@ -40,19 +40,31 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Time a client has to send a whole request head, and to come back on an idle keep-alive connection.", valueName: "SECONDS"))
     var idleTimeout: Double = 30
 
+    @Option(name: .long, help: ArgumentHelp("Request body bytes at most (the API takes none); more is 413.", valueName: "BYTES"))
+    var maxBody: Int = 1024
+
+    @Option(name: .long, help: ArgumentHelp("Clients the rate limiter remembers at most; the oldest are forgotten first (portsweep_rate_limit_evictions_total).", valueName: "N"))
+    var rateLimitClients: Int = 100_000
+
+    @Option(name: .long, help: ArgumentHelp("IPv6 clients in the same prefix of this length share one rate-limit budget.", valueName: "BITS"))
+    var ipv6Prefix: Int = 64
+
+    @Option(name: .long, help: "Access log format on stdout: text, json (JSON Lines).")
+    var format: LogFormat = .text
+
     func limits() -> ServerLimits {
         var limits = ServerLimits()
         limits.maxConnections = maxConnections
         limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.maxBodyBytes = maxBody
         return limits
     }
 
     func listenAddress() throws -> SocketAddress {
-        guard let colon = listen.lastIndex(of: ":"), let port = UInt16(listen[listen.index(after: colon)...]),
-              let ip = IPAddress(String(listen[..<colon])) else {
+        guard let address = SocketAddress(parsing: listen) else {
             throw ValidationError("invalid --listen '\(listen)': expected ADDR:PORT, such as 0.0.0.0:8000 or [::]:8000")
         }
-        return SocketAddress(ip, port: port)
+        return address
     }
 
     func limit() throws -> RateLimit? {
@@ -76,46 +88,55 @@ struct ServeCommand: AsyncParsableCommand {
         guard idleTimeout.isFinite, idleTimeout > 0 else {
             throw ValidationError("invalid --idle-timeout '\(SweepCommand.text(idleTimeout))': must be more than 0 seconds")
         }
+        guard maxBody >= 0 else { throw ValidationError("invalid --max-body '\(maxBody)': must be 0 or more") }
+        guard rateLimitClients >= 1 else {
+            throw ValidationError("invalid --rate-limit-clients '\(rateLimitClients)': must be at least 1")
+        }
+        guard (1...128).contains(ipv6Prefix) else {
+            throw ValidationError("invalid --ipv6-prefix '\(ipv6Prefix)': must be from 1 to 128")
+        }
         for cidr in trustProxy where CIDR(cidr) == nil {
             throw ValidationError("invalid --trust-proxy '\(cidr)': not an address block such as 10.0.0.0/8")
         }
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        let logger = Logger(label: "portsweep.serve")
+        let json = format == .json
+        LoggingSystem.bootstrap { label in
+            label == "portsweep.serve.access"
+                ? LineLogHandler(stream: .stdout, json: json) : LineLogHandler(stream: .stderr, json: false)
+        }
+        let notes = Logger(label: "portsweep.serve")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var configuration = CheckConfiguration()
         configuration.probeTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.rateLimit = try limit()
+        configuration.rateLimitClients = rateLimitClients
+        configuration.clientGrouping = ClientGrouping(ipv6Prefix: ipv6Prefix)
         configuration.trustedProxies = trustProxy.compactMap(CIDR.init)
         configuration.maxProbes = maxChecks
-        let group = EventLoopGroup()
+        let group = try LocalResources.loops()
         defer { group.shutdown() }
         // Armed before the server exists: a SIGTERM from here on is a drain, never a half-started exit.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
-        let service = CheckService(configuration, group: group)
+        let service = CheckService(configuration, group: group, accessLog: Logger(label: "portsweep.serve.access"),
+                                   metricsText: { registry.emitToBuffer() })
         let server: HTTPServer
         do {
             server = try await HTTPServer(on: try listenAddress(), group: group, limits: limits()) { request in
-                let start = ContinuousClock.now
-                let response = request.head.path == "/metrics"
-                    ? ServerResponse(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: registry.emitToBuffer())
-                    : await service.handle(request)
-                logger.info("\(request.peer.map { "\($0)" } ?? "?") \(request.head.method.rawValue) \(request.head.path ?? "") \(response.head.status.code) \(ContinuousClock.now - start)")
-                return response
+                await service.handle(request)
             }
         } catch {
             Terminal.error("portsweep: cannot serve on \(listen): \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
         let bound = await server.localAddress.map { "\($0)" } ?? listen
-        logger.info("serving /check_port on \(bound)")
+        notes.info("serving /check_port on \(bound)")
         let serving = Task { await server.run() }
         let signal = try await signals.next()
-        logger.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
         await server.drain(within: configuration.probeTimeout + .seconds(2))
         serving.cancel()
         await serving.value

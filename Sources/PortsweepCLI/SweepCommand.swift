@@ -145,7 +145,7 @@ struct SweepCommand: AsyncParsableCommand {
             ports: portSet, target: targetAddress, bind: bindAddress,
             timeout: .milliseconds(Int64((timeout * 1000).rounded(.up))), concurrency: concurrency,
             transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], retries: retries)
-        let group = EventLoopGroup()
+        let group = try LocalResources.loops()
         defer { group.shutdown() }
         let sweep: Sweep
         do {

@@ -25,6 +25,23 @@ public struct HTTPFramingError: Error, Sendable, Equatable, CustomStringConverti
     public let name: String
     public let reason: String
     public var description: String { "\(name): \(reason)" }
+
+    /// A body longer than the framer's limit (declared or sent).
+    public static let bodyTooLarge = HTTPFramingError(name: "BODY_TOO_LARGE", reason: "request body too large")
+    /// A version other than HTTP/1.0 and HTTP/1.1.
+    public static let versionNotSupported = HTTPFramingError(name: "VERSION_NOT_SUPPORTED",
+                                                             reason: "only HTTP/1.0 and HTTP/1.1 are served")
+
+    /// The status that answers it: 413 for a body over the limit, 431 for a head over the parser's limit, 505 for
+    /// another HTTP version, 400 for the rest.
+    public var status: Int {
+        switch name {
+        case HTTPFramingError.bodyTooLarge.name: return 413
+        case HTTPFramingError.versionNotSupported.name: return 505
+        case "HPE_HEADER_OVERFLOW": return 431
+        default: return 400
+        }
+    }
 }
 
 /// Frames HTTP/1.x requests out of a byte stream with Debian's http-parser (2.9.4, request-smuggling fixes):
@@ -41,12 +58,33 @@ public final class HTTPRequestFramer {
     private var completed: [HTTPRequestHead] = []
     private var current: HTTPRequestHead?
     private var upgraded = false
+    private let maxBodyBytes: UInt64
+    private var bodyBytes: UInt64 = 0
+    private var refusal: HTTPFramingError?
+    /// Inside a request: between its first byte and its end; `headDone` once its head is whole.
+    public private(set) var inRequest = false
+    public private(set) var headDone = false
 
-    /// `collectHeaders`: keep header fields (costs allocations; a plain reply needs none).
-    public init(collectHeaders: Bool = false) {
+    /// `collectHeaders`: keep header fields (costs allocations; a plain reply needs none). `maxBodyBytes`: a
+    /// request whose body is (or says it is) longer is refused with `HTTPFramingError.bodyTooLarge`.
+    public init(collectHeaders: Bool = false, maxBodyBytes: Int = Int.max) {
         self.collectHeaders = collectHeaders
+        self.maxBodyBytes = UInt64(max(0, maxBodyBytes))
         http_parser_init(&parser, HTTP_REQUEST)
         http_parser_settings_init(&settings)
+        settings.on_message_begin = { parser in
+            let framer = HTTPRequestFramer.from(parser)
+            framer.inRequest = true
+            framer.headDone = false
+            framer.bodyBytes = 0
+            return 0
+        }
+        settings.on_body = { parser, _, length in
+            let framer = HTTPRequestFramer.from(parser)
+            framer.bodyBytes += UInt64(length)
+            if framer.bodyBytes > framer.maxBodyBytes { framer.refuse(.bodyTooLarge, parser) }
+            return 0
+        }
         settings.on_url = { parser, at, length in
             HTTPRequestFramer.from(parser).url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
             return 0
@@ -73,8 +111,17 @@ public final class HTTPRequestFramer {
             let framer = HTTPRequestFramer.from(parser!)
             if let head = framer.current { framer.completed.append(head) }
             framer.current = nil
+            framer.inRequest = false
+            framer.headDone = false
             return 0
         }
+    }
+
+    /// Stops the parser where it is; `feed` then throws `error`.
+    private func refuse(_ error: HTTPFramingError, _ parser: UnsafeMutablePointer<http_parser>?) {
+        guard refusal == nil else { return }
+        refusal = error
+        http_parser_pause(parser, 1)
     }
 
     private static func from(_ parser: UnsafeMutablePointer<http_parser>?) -> HTTPRequestFramer {
@@ -88,7 +135,14 @@ public final class HTTPRequestFramer {
     }
 
     private func headersComplete(_ parser: UnsafeMutablePointer<http_parser>) {
+        headDone = true
         if collectHeaders && !field.isEmpty { flushHeader() }
+        let version = (parser.pointee.http_major, parser.pointee.http_minor)
+        if version != (1, 0) && version != (1, 1) { refuse(.versionNotSupported, parser) }
+        // A declared length over the limit is refused before any of the body is read.
+        if parser.pointee.content_length != UInt64.max, parser.pointee.content_length > maxBodyBytes {
+            refuse(.bodyTooLarge, parser)
+        }
         let method = String(cString: http_method_str(http_method(rawValue: portsweep_http_method(parser))))
         current = HTTPRequestHead(
             method: method, target: String(decoding: url, as: UTF8.self),
@@ -104,6 +158,7 @@ public final class HTTPRequestFramer {
     /// Feeds received bytes; returns the requests they completed, in order. Throws on a malformed request (the
     /// connection should get a 400 and close). After an upgrade the rest of the bytes are ignored.
     public func feed(_ bytes: UnsafeRawBufferPointer) throws(HTTPFramingError) -> [HTTPRequestHead] {
+        if let refusal { throw refusal }
         guard !upgraded, bytes.count > 0 else { return [] }
         completed.removeAll(keepingCapacity: true)
         let parsed = withUnsafeMutablePointer(to: &parser) { p -> Int in
@@ -112,6 +167,7 @@ public final class HTTPRequestFramer {
                 withUnsafePointer(to: &settings) { http_parser_execute(p, $0, chars.baseAddress, chars.count) }
             }
         }
+        if let refusal { throw refusal }
         let errno = withUnsafePointer(to: &parser) { portsweep_http_errno($0) }
         if errno != HPE_OK.rawValue {
             let code = http_errno(rawValue: errno)

@@ -1,52 +1,18 @@
 import Foundation
 import HTTPTypes
+public import Logging
 import Metrics
 import Synchronization
 public import UVLoop
-
-/// A rolling-window limit: `count` checks per `window` per client address.
-public struct RateLimit: Sendable, Equatable {
-    public var count: Int
-    public var window: Duration
-    public init(count: Int, window: Duration) {
-        self.count = count
-        self.window = window
-    }
-    /// The original service's: 4 checks per rolling 60 s.
-    public static let original = RateLimit(count: 4, window: .seconds(60))
-}
-
-/// An address block, `10.0.0.0/8` or `2001:db8::/32`.
-public struct CIDR: Sendable, Equatable {
-    public let network: IPAddress
-    public let prefix: Int
-
-    public init?(_ text: String) {
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard let ip = IPAddress(parts[0]) else { return nil }
-        let bits = ip.bytes.count * 8
-        let prefix = parts.count == 2 ? Int(parts[1]) : bits
-        guard let prefix, (0...bits).contains(prefix) else { return nil }
-        network = ip
-        self.prefix = prefix
-    }
-
-    public func contains(_ ip: IPAddress) -> Bool {
-        guard ip.family == network.family else { return false }
-        var left = prefix
-        for (a, b) in zip(ip.bytes, network.bytes) where left > 0 {
-            let mask: UInt8 = left >= 8 ? 0xff : ~(0xff >> UInt8(left))
-            if a & mask != b & mask { return false }
-            left -= 8
-        }
-        return true
-    }
-}
 
 public struct CheckConfiguration: Sendable {
     public var probeTimeout: Duration = .seconds(3)
     /// nil: no limit.
     public var rateLimit: RateLimit? = .original
+    /// Clients the rate limiter remembers at most (the oldest are forgotten first).
+    public var rateLimitClients: Int = 100_000
+    /// Which addresses share a budget (IPv6: a /64 by default).
+    public var clientGrouping = ClientGrouping()
     /// Peers whose `X-Forwarded-For` is believed.
     public var trustedProxies: [CIDR] = []
     /// Probes in flight at most; more get 503.
@@ -62,44 +28,84 @@ public final class CheckService: Sendable {
     private let group: EventLoopGroup
     private let limiter: RateLimiter?
     private let probes = Mutex(0)
+    private let accessLog: Logger?
+    private let metricsText: (@Sendable () -> [UInt8])?
 
-    public init(_ configuration: CheckConfiguration, group: EventLoopGroup) {
+    /// `accessLog`: a line per request (time, client, port, protocol, status, duration). `metricsText`: the body
+    /// of `GET /metrics` (Prometheus text), or nil for no such route.
+    public init(_ configuration: CheckConfiguration, group: EventLoopGroup, accessLog: Logger? = nil,
+                metricsText: (@Sendable () -> [UInt8])? = nil) {
         self.configuration = configuration
         self.group = group
-        limiter = configuration.rateLimit.map(RateLimiter.init)
+        self.accessLog = accessLog
+        self.metricsText = metricsText
+        limiter = configuration.rateLimit.map {
+            RateLimiter($0, grouping: configuration.clientGrouping, capacity: configuration.rateLimitClients)
+        }
     }
 
     public func handle(_ request: ServerRequest) async -> ServerResponse {
-        let response = await route(request)
+        let start = ContinuousClock.now
+        var record = AccessRecord()
+        let response = await route(request, record: &record)
         Counter(label: "portsweep_http_requests_total", dimensions: [("status", "\(response.head.status.code)")]).increment()
+        if let accessLog {
+            let client = record.client.map { "\($0)" } ?? request.peer.map { "\($0.ip)" } ?? "-"
+            var metadata: Logger.Metadata = [
+                "client": "\(client)", "method": "\(request.head.method.rawValue)",
+                "path": "\(CheckService.split(request.head.path ?? "/").0)",
+                "status": "\(response.head.status.code)",
+                "duration_ms": "\(Self.milliseconds(ContinuousClock.now - start))",
+            ]
+            if let peer = request.peer, record.client != nil, record.client != peer.ip { metadata["peer"] = "\(peer.ip)" }
+            if let port = record.port { metadata["port"] = "\(port)" }
+            if let proto = record.protocol { metadata["protocol"] = "\(proto)" }
+            if let result = record.result { metadata["result"] = "\(result)" }
+            accessLog.info("request", metadata: metadata)
+        }
         return response
     }
 
-    private func route(_ request: ServerRequest) async -> ServerResponse {
+    /// What the access log says of a request beyond its head.
+    struct AccessRecord {
+        var client: IPAddress?
+        var port: Int?
+        var `protocol`: String?
+        var result: String?
+    }
+
+    static func milliseconds(_ d: Duration) -> String {
+        let (seconds, atto) = d.components
+        let ms = Double(seconds) * 1000 + Double(atto) / 1e15
+        return String(format: "%.1f", ms)
+    }
+
+    private func route(_ request: ServerRequest, record: inout AccessRecord) async -> ServerResponse {
         let (path, query) = CheckService.split(request.head.path ?? "/")
         switch (request.head.method, path) {
         case (.get, "/healthz"), (.head, "/healthz"):
             return ServerResponse(status: .ok, headers: [.contentType: "text/plain"], body: Array("ok\n".utf8))
         case (.get, "/check_port"), (.head, "/check_port"):
-            return await check(query: query, request: request)
+            return await check(query: query, request: request, record: &record)
+        case (.get, "/metrics") where metricsText != nil, (.head, "/metrics") where metricsText != nil:
+            return ServerResponse(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: metricsText!())
         case (_, "/check_port"), (_, "/healthz"):
+            return Answer.error("Method not allowed", status: .methodNotAllowed, text: false)
+        case (_, "/metrics") where metricsText != nil:
             return Answer.error("Method not allowed", status: .methodNotAllowed, text: false)
         default:
             return Answer.error("Not found", status: .notFound, text: false)
         }
     }
 
-    /// The address a check probes: the peer, or the `X-Forwarded-For` it sets when it is a trusted proxy.
-    func client(of request: ServerRequest) -> IPAddress? {
-        guard let peer = request.peer?.ip else { return nil }
-        guard configuration.trustedProxies.contains(where: { $0.contains(peer) }),
-              let forwarded = request.head.headerFields[.init("X-Forwarded-For")!],
-              let last = forwarded.split(separator: ",").last,
-              let ip = IPAddress(last.trimmingCharacters(in: .whitespaces)) else { return peer }
-        return ip
+    /// The address a check probes: the caller's own (see `ClientAddress`).
+    func client(of request: ServerRequest) -> Result<IPAddress, ClientAddress.Refusal> {
+        let forwarded = request.head.headerFields[values: HTTPField.Name("X-Forwarded-For")!]
+        return ClientAddress.resolve(peer: request.peer?.ip, forwardedFor: forwarded,
+                                     trusted: configuration.trustedProxies)
     }
 
-    private func check(query: [String: String], request: ServerRequest) async -> ServerResponse {
+    private func check(query: [String: String], request: ServerRequest, record: inout AccessRecord) async -> ServerResponse {
         let format = query["format"]?.lowercased() ?? "json"
         guard format == "json" || format == "text" else {
             return Answer.error("Unsupported format: use json or text", status: .badRequest, text: false)
@@ -115,13 +121,21 @@ public final class CheckService: Sendable {
         guard proto == "tcp" || proto == "udp" else {
             return Answer.error("Unsupported protocol", status: .badRequest, text: text)
         }
+        record.port = port
+        record.protocol = proto
         let confirmation = query["confirmation_data"]
-        if let confirmation, confirmation.count > 20 {
+        // 20 bytes on the wire, not 20 characters: one emoji can be 25 bytes.
+        if let confirmation, confirmation.utf8.count > 20 {
             return Answer.error("Confirmation data too long. Maximum length is 20 characters.", status: .badRequest, text: text)
         }
-        guard let ip = client(of: request) else {
-            return Answer.error("Cannot tell the client's address", status: .badRequest, text: text)
+        let ip: IPAddress
+        switch client(of: request) {
+        case .success(let address): ip = address
+        case .failure(let refusal):
+            Counter(label: "portsweep_client_address_refused_total").increment()
+            return Answer.error(refusal.description, status: .badRequest, text: text)
         }
+        record.client = ip
         if let limiter, let wait = limiter.admit(ip) {
             Counter(label: "portsweep_rate_limited_total").increment()
             return Answer.tooMany(wait: wait, text: text)
@@ -152,6 +166,7 @@ public final class CheckService: Sendable {
                                 status: .serviceUnavailable, text: text, extraHeaders: [.retryAfter: "5"])
         }
         Counter(label: "portsweep_checks_total", dimensions: [("protocol", proto), ("status", outcome.status)]).increment()
+        record.result = outcome.status
         var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
                                            ("port_status", outcome.status), ("received_data", outcome.received)]
         if let confirmation { fields.append(("confirmation_data", confirmation)) }
@@ -221,43 +236,6 @@ extension HTTPFields {
         var out = self
         for field in other { out.append(field) }
         return out
-    }
-}
-
-/// Checks per client address in a rolling window. Addresses whose checks all left the window are forgotten.
-final class RateLimiter: Sendable {
-    private let limit: RateLimit
-    private let state = Mutex<(clients: [IPAddress: [ContinuousClock.Instant]], sinceSweep: Int)>(([:], 0))
-
-    init(_ limit: RateLimit) { self.limit = limit }
-
-    /// Counts a check for `ip`, or returns how long it must wait.
-    func admit(_ ip: IPAddress) -> Duration? {
-        let now = ContinuousClock.now
-        return state.withLock { state -> Duration? in
-            state.sinceSweep += 1
-            if state.sinceSweep >= 1024 {
-                state.sinceSweep = 0
-                state.clients = state.clients.filter { $0.value.last.map { now - $0 < limit.window } ?? false }
-            }
-            var times = state.clients[ip, default: []].filter { now - $0 < limit.window }
-            if times.count >= limit.count {
-                state.clients[ip] = times
-                return times[times.count - limit.count] + limit.window - now
-            }
-            times.append(now)
-            state.clients[ip] = times
-            return nil
-        }
-    }
-
-    /// Takes back the latest check of `ip` (one the server failed to make).
-    func refund(_ ip: IPAddress) {
-        state.withLock { state in
-            guard var times = state.clients[ip], !times.isEmpty else { return }
-            times.removeLast()
-            state.clients[ip] = times.isEmpty ? nil : times
-        }
     }
 }
 

@@ -30,6 +30,8 @@ public struct ServerLimits: Sendable {
     public var maxTargetLength: Int = 4096
     /// A connection idle (or a request incomplete) for this long gets 408 and is closed.
     public var idleTimeout: Duration = .seconds(30)
+    /// Bytes of request body at most: 413 beyond (declared or sent). The check API takes no body.
+    public var maxBodyBytes: Int = 1024
 
     public init() {}
 }
@@ -102,7 +104,7 @@ public final class HTTPServer: Sendable {
 
     private func serve(_ connection: TCPConnection) async {
         let peer = await connection.remoteAddress
-        let framer = HTTPRequestFramer(collectHeaders: true)
+        let framer = HTTPRequestFramer(collectHeaders: true, maxBodyBytes: limits.maxBodyBytes)
         var headBytes = 0
         // A request head must arrive whole within the idle timeout of its first byte (no slow-loris).
         var requestStarted: ContinuousClock.Instant?
@@ -128,8 +130,14 @@ public final class HTTPServer: Sendable {
             do {
                 heads = try framer.feed(chunk)
             } catch {
-                let status: HTTPResponse.Status = error.name == "HPE_HEADER_OVERFLOW" ? .requestHeaderFieldsTooLarge : .badRequest
-                await send(connection, Self.error(status, "bad request: \(error.name)"), keepAlive: false)
+                let status: HTTPResponse.Status = switch error.status {
+                case 413: .contentTooLarge
+                case 431: .requestHeaderFieldsTooLarge
+                case 505: .httpVersionNotSupported
+                default: .badRequest
+                }
+                let message = error.status == 400 ? "bad request: \(error.name)" : error.reason
+                await send(connection, Self.error(status, message), keepAlive: false)
                 break
             }
             if heads.isEmpty {

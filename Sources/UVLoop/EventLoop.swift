@@ -32,19 +32,41 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let inbox = Mutex(Inbox())
     private let loopThread = Atomic<UInt>(0)
     private let stopped = Atomic<Bool>(false)
+    /// A scratch buffer that libuv reads into for the async face's connections and sockets: what a read
+    /// returns is copied out in the read callback, so one buffer serves every handle of the loop and an idle
+    /// connection costs no buffer at all. Loop thread only; allocated on first use.
+    var readBuffer: UnsafeMutableRawBufferPointer {
+        if let scratch { return scratch }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: EventLoop.readBufferSize, alignment: 16)
+        scratch = buffer
+        return buffer
+    }
+    static let readBufferSize = 65536
+    private var scratch: UnsafeMutableRawBufferPointer?
     // Loop thread only.
     private var local: [Work] = []
     private var spare: [Work] = []
     private var thread = pthread_t()
 
-    public init(name: String = "loop") {
+    /// Opens the loop and starts its thread. Throws when the process is out of descriptors (the loop needs an
+    /// epoll instance and an eventfd) or cannot start a thread; nothing is left open then.
+    public init(name: String = "loop") throws(UVError) {
         self.name = name
         uv = uvAllocate(uv_loop_t.self)
         wakeup = uvAllocate(uv_async_t.self)
         drainer = uvAllocate(uv_prepare_t.self)
-        precondition(uv_loop_init(uv) == 0, "uv_loop_init failed")
-        uv_async_init(uv, wakeup) { handle in
+        var rc = uv_loop_init(uv)
+        if rc != 0 {
+            uvFree(uv); uvFree(wakeup); uvFree(drainer)
+            throw UVError(rc)
+        }
+        rc = uv_async_init(uv, wakeup) { handle in
             EventLoop.from(handle!.pointee.data).drainInbox()
+        }
+        if rc != 0 {
+            uv_loop_close(uv)
+            uvFree(uv); uvFree(wakeup); uvFree(drainer)
+            throw UVError(rc)
         }
         uv_prepare_init(uv, drainer)
         uv_prepare_start(drainer) { handle in
@@ -58,12 +80,20 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         uv.pointee.data = me
 
         let retained = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, nil, { arg in
+        let started = pthread_create(&thread, nil, { arg in
             let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
             loop.threadMain()
             return nil
         }, retained)
-        precondition(rc == 0, "pthread_create failed: \(rc)")
+        if started != 0 {
+            Unmanaged<EventLoop>.fromOpaque(retained).release()
+            uv_close(uvHandle(wakeup), nil)
+            uv_close(uvHandle(drainer), nil)
+            uv_run(uv, UV_RUN_DEFAULT)
+            uv_loop_close(uv)
+            uvFree(uv); uvFree(wakeup); uvFree(drainer)
+            throw UVError(-started)
+        }
     }
 
     @inline(__always)
@@ -179,6 +209,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         uvFree(wakeup)
         uvFree(drainer)
         uvFree(uv)
+        scratch?.deallocate()
     }
 }
 

@@ -9,9 +9,20 @@ public final class EventLoopGroup: Sendable {
     /// The number of cores this process may run on.
     public static var coreCount: Int { Int(uv_available_parallelism()) }
 
-    public init(loopCount: Int = EventLoopGroup.coreCount) {
+    /// Starts `loopCount` loops. Throws (with the loops already started shut down again) when the process is out
+    /// of descriptors or threads: each loop holds an epoll instance and an eventfd.
+    public init(loopCount: Int = EventLoopGroup.coreCount) throws(UVError) {
         precondition(loopCount > 0, "an EventLoopGroup needs at least one loop")
-        loops = (0..<loopCount).map { EventLoop(name: "portsweep-\($0)") }
+        var loops: [EventLoop] = []
+        for index in 0..<loopCount {
+            do {
+                loops.append(try EventLoop(name: "portsweep-\(index)"))
+            } catch {
+                for loop in loops { loop.shutdown() }
+                throw error
+            }
+        }
+        self.loops = loops
     }
 
     /// Round-robin choice of a loop.

@@ -13,7 +13,6 @@ final class TCPCore: @unchecked Sendable {
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// The close callback has run (the handle's memory is gone: never look at it again).
     private var closeCompleted = false
-    private var buffer = [UInt8](repeating: 0, count: 65536)
 
     /// Loop thread only. `family` creates the socket at once (so options can be set before connect or bind).
     init(loop: EventLoop, family: IPAddress.Family? = nil) throws(UVError) {
@@ -64,9 +63,8 @@ final class TCPCore: @unchecked Sendable {
         }
         let rc = uv_read_start(uvStream(tcp), { handle, _, buf in
             let core = TCPCore.from(uvTCP(UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_stream_t.self)))
-            core.buffer.withUnsafeMutableBytes { raw in
-                buf!.pointee = uv_buf_init(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(min(core.readLimit, raw.count)))
-            }
+            let raw = core.loop.readBuffer
+            buf!.pointee = uv_buf_init(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(min(core.readLimit, raw.count)))
         }, { stream, nread, _ in
             let core = TCPCore.from(stream)
             guard nread != 0 else { return }
@@ -74,7 +72,7 @@ final class TCPCore: @unchecked Sendable {
             guard let reader = core.reader else { return }
             core.reader = nil
             if nread > 0 {
-                reader.succeed(Array(core.buffer[0..<nread]))
+                reader.succeed(Array(UnsafeRawBufferPointer(rebasing: core.loop.readBuffer[0..<nread])))
             } else if nread == Int(UV_EOF.rawValue) {
                 reader.succeed([])
             } else {

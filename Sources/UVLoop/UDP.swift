@@ -9,7 +9,6 @@ final class UDPCore: @unchecked Sendable {
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     /// The close callback has run (the handle's memory is gone: never look at it again).
     private var closeCompleted = false
-    private var buffer = [UInt8](repeating: 0, count: 65536)
 
     init(loop: EventLoop) {
         loop.preconditionInEventLoop()
@@ -31,15 +30,14 @@ final class UDPCore: @unchecked Sendable {
         }
         let rc = uv_udp_recv_start(udp, { handle, _, buf in
             let core = UDPCore.from(UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_udp_t.self))
-            core.buffer.withUnsafeMutableBytes { raw in
-                buf!.pointee = uv_buf_init(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(raw.count))
-            }
+            let raw = core.loop.readBuffer
+            buf!.pointee = uv_buf_init(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(raw.count))
         }, { handle, nread, _, addr, _ in
             let core = UDPCore.from(handle)
             guard nread != 0 || addr != nil, let receiver = core.receiver else { return }
             core.receiver = nil
             uv_udp_recv_stop(handle)
-            if nread < 0 { receiver.fail(UVError(Int32(nread))) } else { receiver.succeed(Array(core.buffer[0..<nread])) }
+            if nread < 0 { receiver.fail(UVError(Int32(nread))) } else { receiver.succeed(Array(UnsafeRawBufferPointer(rebasing: core.loop.readBuffer[0..<nread]))) }
         })
         if rc < 0 { completion.fail(UVError(rc)) }
     }

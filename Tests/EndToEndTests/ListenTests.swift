@@ -72,7 +72,7 @@ enum Net {
     static func curl(_ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-sS", "--max-time", "10"] + arguments
+        process.arguments = ["-sS", "--no-progress-meter", "--max-time", "10"] + arguments
         let out = Pipe()
         process.standardOutput = out
         try process.run()

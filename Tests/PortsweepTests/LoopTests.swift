@@ -9,7 +9,7 @@ import UVLoop
 extension SocketTests {
 /// The loop layer on real loopback sockets: the executor, the async TCP API, deadlines, cancellation.
 @Suite struct LoopTests {
-    static let group = EventLoopGroup(loopCount: 2)
+    static let group = try! EventLoopGroup(loopCount: 2)
 
     actor OnLoop: LoopActor {
         nonisolated let loop: EventLoop

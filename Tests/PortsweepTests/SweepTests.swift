@@ -72,7 +72,7 @@ enum TestSockets {
 extension SocketTests {
 @Suite struct SweepTests {
     @Test func loopbackPortsAllPass() async throws {
-        let group = EventLoopGroup(loopCount: 2)
+        let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
         let ports = try TestSockets.freePorts(40)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), timeout: .seconds(3)), group: group)
@@ -83,7 +83,7 @@ extension SocketTests {
     }
 
     @Test func aPortHeldByAnotherSocketIsUsed() async throws {
-        let group = EventLoopGroup(loopCount: 1)
+        let group = try EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
         let held = try TestSockets.listen()
         defer { close(held.fd) }
@@ -99,7 +99,7 @@ extension SocketTests {
     }
 
     @Test func udpLoopbackPortsAllPassAndAHeldOneIsUsed() async throws {
-        let group = EventLoopGroup(loopCount: 2)
+        let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
         let held = try TestSockets.udp()
         defer { close(held.fd) }
@@ -116,7 +116,7 @@ extension SocketTests {
 
     @Test func udpToAPortWithNothingThereIsSendWithTheICMPReason() async throws {
         // Servers on 127.0.0.2, datagrams to 127.0.0.1 where nothing listens: ICMP port unreachable comes back.
-        let group = EventLoopGroup(loopCount: 1)
+        let group = try EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
         let closed = try TestSockets.closedPortsOnLoopback(5, udp: true)
         defer { for socket in closed { close(socket.fd) } }
@@ -131,7 +131,7 @@ extension SocketTests {
     }
 
     @Test func bothProtocolsStreamInPortOrderTCPFirst() async throws {
-        let group = EventLoopGroup(loopCount: 2)
+        let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
         let ports = try TestSockets.freePorts(20)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), transports: [.tcp, .udp]), group: group)
@@ -143,7 +143,7 @@ extension SocketTests {
 
     @Test func aClosedTargetPortFailsFast() async throws {
         // Listeners on 127.0.0.2 only; the target 127.0.0.1 has nothing listening there: refused at once.
-        let group = EventLoopGroup(loopCount: 1)
+        let group = try EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
         let closed = try TestSockets.closedPortsOnLoopback(5)
         defer { for socket in closed { close(socket.fd) } }
@@ -159,7 +159,7 @@ extension SocketTests {
     }
 
     @Test func aBindAddressNotOnThisMachineIsALocalError() throws {
-        let group = EventLoopGroup(loopCount: 1)
+        let group = try EventLoopGroup(loopCount: 1)
         defer { group.shutdown() }
         #expect(throws: SweepError.self) {
             try Sweep(SweepConfiguration(ports: PortSet([40000]), target: IPAddress("192.0.2.1")!,
@@ -168,7 +168,7 @@ extension SocketTests {
     }
 
     @Test func noDescriptorLeakedAfterA5000PortSweep() async throws {
-        let group = EventLoopGroup(loopCount: 2)
+        let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
         // Outside the ephemeral range (32768-60999), so other tests' client sockets do not land in it.
         let ports = try PortSet(parsing: "20000-24999")
@@ -184,7 +184,7 @@ extension SocketTests {
     }
 
     @Test func cancellingTheConsumerStopsTheSweep() async throws {
-        let group = EventLoopGroup(loopCount: 2)
+        let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
         // 40,000 ports one at a time per loop: seconds of work, so the cancellation lands mid-sweep.
         let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "20000-59999"), concurrency: 1), group: group)
