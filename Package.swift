@@ -44,7 +44,14 @@ let package = Package(
             swiftSettings: strict),
 
         // HTTP/1.1 request framing (http-parser behind an interface of our own), shared by listen and serve.
-        .target(name: "PortsweepHTTP", dependencies: ["CHTTPParser"], swiftSettings: strict),
+        .target(
+            name: "PortsweepHTTP",
+            dependencies: [
+                "CHTTPParser", "UVLoop",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict),
 
         // The sweep mode: a configuration in, an AsyncSequence of results out.
         .target(
@@ -73,7 +80,7 @@ let package = Package(
         .target(
             name: "PortsweepCLI",
             dependencies: [
-                "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepHTTP", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

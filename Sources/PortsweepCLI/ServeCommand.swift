@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import Metrics
 import Prometheus
+import PortsweepHTTP
 import PortsweepServe
 import UVLoop
 #if canImport(Glibc)
@@ -52,10 +53,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access log format on stdout: text, json (JSON Lines).")
     var format: LogFormat = .text
 
-    func limits() -> ServerLimits {
-        var limits = ServerLimits()
+    func limits() -> ConnectionLimits {
+        var limits = ConnectionLimits()
         limits.maxConnections = maxConnections
+        limits.maxPerPort = maxConnections
+        // One value for both, as before: a request head must be whole within it, and an idle keep-alive
+        // connection is closed after it. No minimum rate: the API's requests are a few hundred bytes.
         limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.requestTimeout = limits.idleTimeout
+        limits.minRate = 0
         limits.maxBodyBytes = maxBody
         return limits
     }
@@ -125,20 +131,18 @@ struct ServeCommand: AsyncParsableCommand {
                                    metricsText: { registry.emitToBuffer() })
         let server: HTTPServer
         do {
-            server = try await HTTPServer(on: try listenAddress(), group: group, limits: limits()) { request in
+            server = try await HTTPServer(on: try listenAddress(), loop: group.loops[0], limits: limits(),
+                                          metricsPrefix: "portsweep_http") { request in
                 await service.handle(request)
             }
         } catch {
             Terminal.error("portsweep: cannot serve on \(listen): \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
-        let bound = await server.localAddress.map { "\($0)" } ?? listen
-        notes.info("serving /check_port on \(bound)")
-        let serving = Task { await server.run() }
+        notes.info("serving /check_port on \(server.localAddress)")
         let signal = try await signals.next()
         notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
         await server.drain(within: configuration.probeTimeout + .seconds(2))
-        serving.cancel()
-        await serving.value
+        await server.stop()
     }
 }

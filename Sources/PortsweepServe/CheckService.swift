@@ -1,5 +1,6 @@
 import Foundation
-import HTTPTypes
+public import HTTPTypes
+public import PortsweepHTTP
 public import Logging
 import Metrics
 import Synchronization

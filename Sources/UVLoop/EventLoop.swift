@@ -118,6 +118,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         stopped.store(true, ordering: .releasing)
     }
 
+    /// The loop's clock in milliseconds (libuv's, cached once per iteration). Loop thread only.
+    public var now: UInt64 { uv_now(uv) }
+
     /// True when called on this loop's thread.
     public var inEventLoop: Bool {
         loopThread.load(ordering: .acquiring) == UInt(pthread_self())
