@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PortsweepEngine
+import PortsweepHTTP
 import PortsweepListen
 import PortsweepReport
 import UVLoop
@@ -14,12 +15,14 @@ struct ListenCommand: AsyncParsableCommand {
             Test a firewall rule from the outside with curl, nc, nmap or a browser. Every port of --ports is \
             listened on at once. The log (stdout) has one line per connection or datagram; Ctrl-C or SIGTERM \
             closes everything and prints a summary on stderr.
-            Exit status: 0 after a clean stop, 2 when a port cannot be listened on (in use, privileged, an \
-            address not on this machine, too many ports for the descriptor limit), 64 bad usage.
+            A port that cannot be held (in use, privileged, an address not on this machine) is reported with \
+            its reason and, where /proc shows it, its holder; the others are served.
+            Exit status: 0 after a clean stop, 2 when no port could be held (or, with --strict, any port could \
+            not), 64 bad usage.
             """)
 
     @Option(name: .long, help: ArgumentHelp("Ports: 8080, 8000-8100, 22,80,8000-8100, or - for 1-65535.", valueName: "RANGE"))
-    var ports: String
+    var ports: String?
 
     @Option(name: .long, help: ArgumentHelp("Address to listen on (IPv4 or IPv6).", valueName: "ADDR"))
     var bind: String = "0.0.0.0"
@@ -39,14 +42,32 @@ struct ListenCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log format: text, json (JSON Lines).")
     var format: LogFormat = .text
 
-    @Option(name: .long, help: ArgumentHelp("Open TCP connections at most, in all (per loop).", valueName: "N"))
+    @Option(name: .long, help: ArgumentHelp("Open TCP connections at most, over the whole listen (every loop and worker process); at the cap the least recently active one makes room.", valueName: "N"))
     var maxConnections: Int = 10_000
 
-    @Option(name: .long, help: ArgumentHelp("Open TCP connections at most on one port.", valueName: "N"))
+    @Option(name: .long, help: ArgumentHelp("Open TCP connections at most on one port; at the cap the port's least recently active one makes room.", valueName: "N"))
     var maxPerPort: Int = 1_000
 
-    @Option(name: .long, help: ArgumentHelp("Close a connection idle for this long.", valueName: "SECONDS"))
+    @Option(name: .long, help: ArgumentHelp("Close a connection that sends nothing for this long.", valueName: "SECONDS"))
     var idleTimeout: Double = 60
+
+    @Option(name: .long, help: ArgumentHelp("An HTTP request (head and body) must arrive whole within this long of its first byte; 408 after.", valueName: "SECONDS"))
+    var requestTimeout: Double = 10
+
+    @Option(name: .long, help: ArgumentHelp("Close a connection that sends, but slower than this over 10 s (0: no minimum).", valueName: "BYTES/S"))
+    var minRate: Int = 100
+
+    @Option(name: .long, help: ArgumentHelp("Stop reading a connection while more than this much reply waits to be sent to it.", valueName: "BYTES"))
+    var maxQueued: Int = 65_536
+
+    @Option(name: .long, help: ArgumentHelp("HTTP request body bytes at most; 413 beyond.", valueName: "BYTES"))
+    var maxBody: Int = 1 << 20
+
+    @Option(name: .long, help: ArgumentHelp("UDP replies per second to one source address (0: no limit); raise it for a remote sweep of the whole range.", valueName: "N"))
+    var udpReplyRate: Int = 50
+
+    @Flag(name: .long, help: "Exit 2 if any port cannot be held (default: serve the others, exit 2 only when none could be held).")
+    var strict = false
 
     @Flag(name: [.short, .long], help: "No status line and no summary.")
     var quiet = false
@@ -54,15 +75,15 @@ struct ListenCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Once listening, connect to every listener through --target and report the results like a sweep.")
     var selfTest = false
 
-    @Option(name: .long, help: ArgumentHelp("Address the self-test connects to (default 127.0.0.1).", valueName: "IP"))
+    @Option(name: .long, help: ArgumentHelp("Address the self-test connects to.", valueName: "IP"))
     var target: String = "127.0.0.1"
 
-    // A worker process of a listen too large for one process: JSON Lines to the parent, start-up reported.
+    // A worker process of a listen too large for one process: its assignment on stdin, reports on stdout.
     @Flag(name: .long, help: .hidden)
     var worker = false
 
     func portSet() throws -> PortSet {
-        do { return try PortSet(parsing: ports) } catch { throw ValidationError("\(error)") }
+        do { return try PortSet(parsing: ports ?? "") } catch { throw ValidationError("\(error)") }
     }
 
     func bindAddress() throws -> IPAddress {
@@ -73,6 +94,8 @@ struct ListenCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
+        if worker { return }
+        guard ports != nil else { throw ValidationError("missing --ports (such as --ports 8080 or --ports 8000-8100)") }
         _ = try portSet()
         _ = try bindAddress()
         guard IPAddress(target) != nil else {
@@ -81,18 +104,35 @@ struct ListenCommand: AsyncParsableCommand {
         if tcpOnly && udpOnly { throw ValidationError("--tcp-only and --udp-only exclude each other") }
         guard maxConnections >= 1 else { throw ValidationError("invalid --max-connections '\(maxConnections)': must be at least 1") }
         guard maxPerPort >= 1 else { throw ValidationError("invalid --max-per-port '\(maxPerPort)': must be at least 1") }
-        guard idleTimeout.isFinite, idleTimeout > 0 else {
-            throw ValidationError("invalid --idle-timeout '\(SweepCommand.text(idleTimeout))': must be more than 0 seconds")
+        for (name, value) in [("--idle-timeout", idleTimeout), ("--request-timeout", requestTimeout)] {
+            guard value.isFinite, value > 0, value <= 86_400 else {
+                throw ValidationError("invalid \(name) '\(SweepCommand.text(value))': must be more than 0 seconds (and at most a day)")
+            }
         }
+        for (name, value) in [("--min-rate", minRate), ("--max-body", maxBody), ("--udp-reply-rate", udpReplyRate)] where value < 0 {
+            throw ValidationError("invalid \(name) '\(value)': must be 0 or more")
+        }
+        guard maxQueued >= 1024 else { throw ValidationError("invalid --max-queued '\(maxQueued)': must be at least 1024 bytes") }
+    }
+
+    func configuration() throws -> ListenConfiguration {
+        var connections = ConnectionLimits()
+        connections.maxConnections = maxConnections
+        connections.maxPerPort = maxPerPort
+        connections.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        connections.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
+        connections.minRate = minRate
+        connections.maxQueuedBytes = maxQueued
+        connections.maxBodyBytes = maxBody
+        return ListenConfiguration(
+            ports: try portSet(), bind: try bindAddress(),
+            transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], reply: reply.value,
+            limits: ListenLimits(connections: connections, udp: UDPReplyPolicy(repliesPerSecond: udpReplyRate)))
     }
 
     func run() async throws {
-        let transports: Set<Transport> = tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp]
-        let configuration = ListenConfiguration(
-            ports: try portSet(), bind: try bindAddress(), transports: transports, reply: reply.value,
-            limits: ListenLimits(maxConnections: maxConnections, maxConnectionsPerPort: maxPerPort,
-                                 idleTimeout: .milliseconds(Int64(idleTimeout * 1000))))
-        if worker { return try await runWorker(configuration) }
+        if worker { return try await runWorker() }
+        let configuration = try configuration()
         let log = ListenLog(format: format, timestamps: !noTimestamps)
         let group = try LocalResources.loops()
         defer { group.shutdown() }
@@ -100,61 +140,37 @@ struct ListenCommand: AsyncParsableCommand {
         // (everything closed, workers stopped), instead of ending this process and orphaning the workers.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
-        let budget = DescriptorBudget.raise()
-        let perWorker = ListenWorkers.portsPerWorker(budget: budget, transports: transports.count)
-        let labels = configuration.transports.sorted().map(\.rawValue).joined(separator: " and ")
-        let what = "\(configuration.ports.count) \(labels) port\(configuration.ports.count == 1 ? "" : "s")"
-            + " of \(configuration.bind) (\(configuration.ports)), reply \(configuration.reply.rawValue)"
-        let events: AsyncStream<ListenEvent>
-        let stop: @Sendable () async -> Void
-        if configuration.ports.count <= perWorker {
-            let listener = Listener(configuration, group: group)
-            do {
-                try await listener.start(budget: budget)
-            } catch let error as ListenError {
-                Terminal.error(ListenLog.explain(error, bind: configuration.bind))
-                throw ExitCode(ExitStatus.localError)
-            }
-            log.note("listening on \(what)")
-            events = listener.events
-            stop = { await listener.stop() }
-        } else {
-            let workers = try ListenWorkers(ports: configuration.ports, portsPerWorker: perWorker,
-                                            workerArguments: workerArguments(transports))
-            let failures = workers.waitForStart()
-            if !failures.isEmpty {
-                workers.stop()
-                for await _ in workers.events {}
-                Terminal.error(ListenLog.explain(.portsFailed(failures), bind: configuration.bind))
-                throw ExitCode(ExitStatus.localError)
-            }
-            log.note("listening on \(what), in \(workers.count) worker processes (the descriptor limit is"
-                     + " \(budget.soft) per process)")
-            events = workers.events
-            stop = { workers.stop() }
+        let descriptors = DescriptorBudget.raise()
+        let listen = Listen(configuration, group: group, descriptors: descriptors)
+        let start: ListenStart
+        do {
+            start = try await listen.start()
+        } catch {
+            Terminal.error("portsweep: cannot listen: \(error)\n")
+            throw ExitCode(ExitStatus.localError)
         }
+        if !start.failures.isEmpty { Terminal.error(ListenLog.explain(start.failures, bind: configuration.bind)) }
+        if start.held == 0 || (strict && !start.failures.isEmpty) {
+            await listen.stop()
+            for await _ in listen.events {}
+            if start.held == 0 && start.failures.contains(where: { $0.errno == EMFILE || $0.errno == ENFILE }) {
+                Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
+            }
+            throw ExitCode(ExitStatus.localError)
+        }
+        log.note("listening on " + ListenLog.describe(configuration, start: start, descriptors: descriptors))
 
         let stats = ListenStats(listening: configuration.ports.count)
         let status = !quiet && Terminal.stderrIsTerminal ? Task { await stats.showStatus() } : nil
         let test = selfTest ? Task { [target] in
-            let results = await SelfTest(ports: configuration.ports, transports: configuration.transports,
-                                         reply: configuration.reply, target: IPAddress(target)!).run(on: group)
-            guard !Task.isCancelled else { return }  // stopped before the self-test finished
-            var renderer = ResultRenderer(options: RenderOptions(showProtocol: true, detailed: true,
-                                                                 bothProtocols: configuration.transports.count == 2))
-            var lines: [String] = []
-            for result in results { lines += renderer.add(result) }
-            lines += renderer.finish()
-            let passed = results.filter(\.outcome.isPass).count
-            log.note("self-test through \(target): \(passed) of \(results.count) passed")
-            for line in lines { log.note("self-test: " + line) }
+            await selfTestReport(configuration, target: IPAddress(target)!, group: group, log: log)
         } : nil
         let stopper = Task {
             let signal = try await signals.next()
             log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
-            await stop()
+            await listen.stop()
         }
-        for await event in events {
+        for await event in listen.events {
             stats.record(event)
             log.write(event)
             log.flush()  // the log is live: a line as each connection ends
@@ -163,54 +179,36 @@ struct ListenCommand: AsyncParsableCommand {
         test?.cancel()
         status?.cancel()
         await status?.value
+        let counters = await listen.counters()
+        log.summary(stats, counters: counters)
         log.flush()
-        if !quiet { Terminal.error(stats.summary() + "\n") }
+        if !quiet { Terminal.error(stats.summary(counters) + "\n") }
     }
 
-    /// The options a worker runs with (its ports are added per worker).
-    private func workerArguments(_ transports: Set<Transport>) -> [String] {
-        var arguments = ["--bind", bind, "--reply", reply.value.rawValue, "--max-connections", "\(maxConnections)",
-                         "--max-per-port", "\(maxPerPort)", "--idle-timeout", "\(idleTimeout)"]
-        if transports == [.tcp] { arguments.append("--tcp-only") }
-        if transports == [.udp] { arguments.append("--udp-only") }
-        return arguments
+    private func selfTestReport(_ configuration: ListenConfiguration, target: IPAddress, group: EventLoopGroup,
+                                log: ListenLog) async {
+        let results = await SelfTest(ports: configuration.ports, transports: configuration.transports,
+                                     reply: configuration.reply, target: target).run(on: group)
+        guard !Task.isCancelled else { return }  // stopped before the self-test finished
+        var renderer = ResultRenderer(options: RenderOptions(showProtocol: true, detailed: true,
+                                                             bothProtocols: configuration.transports.count == 2))
+        var lines: [String] = []
+        for result in results { lines += renderer.add(result) }
+        lines += renderer.finish()
+        let passed = results.filter(\.outcome.isPass).count
+        log.note("self-test through \(target): \(passed) of \(results.count) passed")
+        for line in lines { log.note("self-test: " + line) }
     }
 
-    /// A worker: listen on its share, report start-up and events as JSON Lines, stop on SIGTERM.
-    private func runWorker(_ configuration: ListenConfiguration) async throws {
-        // A worker never outlives its parent, however the parent ends (SIGKILL, a crash): stdin is a pipe only
-        // the parent writes to, and its end of file means the parent is gone; that becomes our own SIGTERM.
-        ListenWorkers.stopAtEndOfInput()
-        let log = ListenLog(format: .json, timestamps: true)
+    /// A worker: the parent gives its assignment on stdin and reads its reports on stdout; it stops on SIGTERM
+    /// or when the parent is gone (stdin ends).
+    private func runWorker() async throws {
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
-        let listener = Listener(configuration, group: group)
-        do {
-            try await listener.start()
-        } catch ListenError.portsFailed(let failures) {
-            for failure in failures {
-                log.record(LogRecord(event: "failed", protocol: failure.transport.rawValue, port: failure.port,
-                                     requests: Int(failure.errno)))
-            }
-            log.record(LogRecord(event: "failed-end"))
-            throw ExitCode(ExitStatus.localError)
-        } catch {
-            log.record(LogRecord(event: "too-many", message: "\(error)"))
-            throw ExitCode(ExitStatus.localError)
-        }
-        log.record(LogRecord(event: "ready"))
-        let stopper = Task {
-            _ = try await signals.next()
-            await listener.stop()
-        }
-        for await event in listener.events {
-            log.write(event)
-            log.flush()
-        }
-        stopper.cancel()
-        log.flush()
+        let status = await ListenWorker.run(group: group) { _ = try? await signals.next() }
+        if status != 0 { throw ExitCode(status) }
     }
 }
 

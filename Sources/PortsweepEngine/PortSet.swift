@@ -122,3 +122,22 @@ extension String {
         String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
     }
 }
+
+extension PortSet: Codable {
+    /// As its spec: `22,80,8000-8100` (empty for no ports).
+    public init(from decoder: any Decoder) throws {
+        let spec = try decoder.singleValueContainer().decode(String.self)
+        if spec.isEmpty {
+            self.init()
+            return
+        }
+        do { try self.init(parsing: spec) } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}

@@ -1,9 +1,10 @@
 public import PortsweepEngine
+import PortsweepHTTP
 public import UVLoop
 import Synchronization
 
 /// What to listen on and how to answer.
-public struct ListenConfiguration: Sendable {
+public struct ListenConfiguration: Sendable, Codable, Equatable {
     public var ports: PortSet
     public var bind: IPAddress
     public var transports: Set<Transport>
@@ -18,111 +19,186 @@ public struct ListenConfiguration: Sendable {
         self.reply = reply
         self.limits = limits
     }
+
+    /// Sockets the listen needs: one per port and protocol.
+    public var socketsNeeded: Int { ports.count * transports.count }
+
+    /// The UDP ports of the listen: datagrams from them (on this host) are never answered.
+    var ownUDPPorts: PortSet { transports.contains(.udp) ? ports : PortSet() }
 }
 
 /// Why listening could not start; nothing is left open.
 public enum ListenError: Error, Sendable, CustomStringConvertible {
-    /// Some ports could not be listened on.
-    case portsFailed([ListenFailure])
-    /// This process cannot hold that many sockets.
-    case tooManyPorts(needed: Int, available: Int)
+    /// A worker process could not be started.
+    case workers(String)
 
     public var description: String {
         switch self {
-        case .portsFailed(let failures):
-            return "could not listen on \(failures.count) port\(failures.count == 1 ? "" : "s")"
-        case .tooManyPorts(let needed, let available):
-            return "\(needed) sockets needed but only \(available) descriptors are available (RLIMIT_NOFILE)"
+        case .workers(let reason): return "cannot start the worker processes: \(reason)"
         }
     }
 }
 
-/// Listeners on every port of a range at once, answering per the reply mode, spread over the group's loops.
+/// How the start went: every port that could be held is served, the others are listed with their reason.
+public struct ListenStart: Sendable {
+    /// Port-protocol pairs held (a port listened on for TCP and UDP counts twice).
+    public var held: Int
+    public var failures: [ListenFailure]
+    /// Worker processes holding the ports (0: this process holds them).
+    public var workers: Int
+}
+
+/// Listeners on every port of a range at once, answering per the reply mode: on this process's loops when its
+/// descriptors suffice, otherwise in worker processes (each with its own descriptor limit), with one stream of
+/// events and one set of counters either way.
 ///
 /// ```swift
-/// let listener = Listener(ListenConfiguration(ports: try PortSet(parsing: "8000-8100")), group: group)
-/// try await listener.start()
-/// for await event in listener.events { ... }   // until stop()
+/// let listen = Listen(ListenConfiguration(ports: try PortSet(parsing: "8000-8100")), group: group,
+///                     descriptors: .current())
+/// let start = try await listen.start()
+/// for await event in listen.events { ... }   // until stop()
 /// ```
-public final class Listener: Sendable {
+public final class Listen: Sendable {
     public let configuration: ListenConfiguration
-    private let group: EventLoopGroup
-    private let state = Mutex<State>(State())
     public let events: AsyncStream<ListenEvent>
     private let continuation: AsyncStream<ListenEvent>.Continuation
+    private let backend: Backend
 
-    private struct State: @unchecked Sendable {  // shards are touched only on their own loops
-        var shards: [(EventLoop, ListenShard)] = []
-        var started = false
+    private enum Backend: Sendable {
+        case local(LocalListener)
+        case workers(ListenWorkers)
     }
 
-    public init(_ configuration: ListenConfiguration, group: EventLoopGroup) {
+    /// `descriptors`: the limit this process runs with (the command raises it first). `executable`: this
+    /// program, started as `listen --worker` when the range needs more descriptors than one process has.
+    public init(_ configuration: ListenConfiguration, group: EventLoopGroup, descriptors: DescriptorBudget,
+                executable: String = ListenWorkers.executable) {
         self.configuration = configuration
-        self.group = group
         (events, continuation) = AsyncStream<ListenEvent>.makeStream(bufferingPolicy: .unbounded)
-    }
-
-    /// Sockets the listen needs: one per port and protocol.
-    public var socketsNeeded: Int { configuration.ports.count * configuration.transports.count }
-
-    /// Opens every listener. Throws `ListenError` (with everything closed again) when a port cannot be held.
-    public func start(budget: DescriptorBudget = .raise()) async throws {
-        guard socketsNeeded <= budget.available else {
-            throw ListenError.tooManyPorts(needed: socketsNeeded, available: budget.available)
-        }
-        let ports = configuration.ports.sorted
-        let loops = group.loops
-        var shares = [[UInt16]](repeating: [], count: loops.count)
-        for (i, port) in ports.enumerated() { shares[(i / 64) % loops.count].append(port) }
-        let configuration = self.configuration
-        let continuation = self.continuation
-        let opened = await withTaskGroup(of: (Int, ListenShardBox, [ListenFailure]).self) { group in
-            for (index, (loop, share)) in zip(loops, shares).enumerated() where !share.isEmpty {
-                group.addTask(executorPreference: loop) {
-                    let shard = ListenShard(loop: loop, ports: share, transports: configuration.transports,
-                                            bind: configuration.bind, reply: configuration.reply,
-                                            limits: configuration.limits,
-                                            deliver: { for event in $0 { continuation.yield(event) } })
-                    return (index, ListenShardBox(shard), shard.open())
-                }
-            }
-            var all: [(Int, ListenShardBox, [ListenFailure])] = []
-            for await result in group { all.append(result) }
-            return all
-        }
-        state.withLock { state in
-            state.shards = opened.map { (loops[$0.0], $0.1.shard) }
-            state.started = true
-        }
-        let failures = opened.flatMap(\.2).sorted { ($0.transport, $0.port) < ($1.transport, $1.port) }
-        if !failures.isEmpty {
-            await stop()
-            throw ListenError.portsFailed(failures)
+        let perWorker = ListenWorkers.portsPerProcess(descriptors: descriptors, transports: configuration.transports.count)
+        if configuration.ports.count <= perWorker {
+            let budget = ConnectionBudget(limit: configuration.limits.connections.maxConnections)
+            backend = .local(LocalListener(configuration, group: group, budget: budget, continuation: continuation))
+        } else {
+            backend = .workers(ListenWorkers(configuration, portsPerWorker: perWorker, loop: group.loops[0],
+                                             executable: executable, continuation: continuation))
         }
     }
 
-    /// Closes every listener and connection; the events sequence then ends.
+    /// Opens every port it can; the failures are returned, the rest serve from now on.
+    public func start() async throws(ListenError) -> ListenStart {
+        switch backend {
+        case .local(let listener):
+            let failures = await listener.start()
+            return ListenStart(held: configuration.socketsNeeded - failures.count, failures: failures, workers: 0)
+        case .workers(let workers):
+            return try await workers.start()
+        }
+    }
+
+    /// What the limits and reply rules did so far.
+    public func counters() async -> ListenCounters {
+        switch backend {
+        case .local(let listener): return await listener.counters()
+        case .workers(let workers): return await workers.counters()
+        }
+    }
+
+    /// Closes every listener and connection (and ends the workers); the events sequence then ends.
     public func stop() async {
-        let shards = state.withLock { state -> [(EventLoop, ListenShard)] in
-            defer { state.shards = [] }
-            return state.shards
-        }
-        await withTaskGroup(of: Void.self) { group in
-            for (loop, shard) in shards {
-                let box = ListenShardBox(shard)
-                group.addTask(executorPreference: loop) {
-                    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                        box.shard.stop { done.resume() }
-                    }
-                }
-            }
+        switch backend {
+        case .local(let listener): await listener.stop()
+        case .workers(let workers): await workers.stop()
         }
         continuation.finish()
     }
 }
 
-/// Carries a shard between tasks; it is only ever used on its own loop.
-private struct ListenShardBox: @unchecked Sendable {
-    let shard: ListenShard
-    init(_ shard: ListenShard) { self.shard = shard }
+/// The listen on this process's loops: a `ListenShard` per loop, ports dealt in runs of 64.
+final class LocalListener: Sendable {
+    let configuration: ListenConfiguration
+    private let group: EventLoopGroup
+    private let budget: ConnectionBudget
+    private let continuation: AsyncStream<ListenEvent>.Continuation
+    private let ownUDPPorts: PortSet
+    private let shards = Mutex<[LoopBox<ListenShard>]>([])
+    /// The counts at the moment the shards closed (they are gone after).
+    private let final = Mutex<ListenCounters?>(nil)
+
+    /// `ownUDPPorts`: the UDP ports of the whole listen, when this process holds only a share of them.
+    init(_ configuration: ListenConfiguration, group: EventLoopGroup, budget: ConnectionBudget,
+         continuation: AsyncStream<ListenEvent>.Continuation, ownUDPPorts: PortSet? = nil) {
+        self.ownUDPPorts = ownUDPPorts ?? configuration.ownUDPPorts
+        self.configuration = configuration
+        self.group = group
+        self.budget = budget
+        self.continuation = continuation
+    }
+
+    /// Opens every port; returns those that could not be held, with their holders where /proc shows them.
+    func start() async -> [ListenFailure] {
+        let loops = group.loops
+        var shares = [[UInt16]](repeating: [], count: loops.count)
+        for (i, port) in configuration.ports.sorted.enumerated() { shares[(i / 64) % loops.count].append(port) }
+        let (configuration, budget, continuation, own) = (self.configuration, self.budget, self.continuation, ownUDPPorts)
+        let opened = await withTaskGroup(of: (LoopBox<ListenShard>, [ListenFailure]).self) { tasks in
+            for (loop, share) in zip(loops, shares) where !share.isEmpty {
+                tasks.addTask {
+                    await loop.run {
+                        let plan = ListenShard.Plan(ports: share, transports: configuration.transports,
+                                                    bind: configuration.bind, reply: configuration.reply,
+                                                    limits: configuration.limits, ownUDPPorts: own)
+                        let shard = ListenShard(loop: loop, plan: plan, budget: budget) { events in
+                            for event in events { continuation.yield(event) }
+                        }
+                        return (LoopBox(shard, loop: loop), shard.open())
+                    }
+                }
+            }
+            var all: [(LoopBox<ListenShard>, [ListenFailure])] = []
+            for await result in tasks { all.append(result) }
+            return all
+        }
+        shards.withLock { $0 = opened.map(\.0) }
+        var failures = opened.flatMap(\.1).sorted { ($0.transport, $0.port) < ($1.transport, $1.port) }
+        let taken = failures.filter { $0.errno == EADDRINUSE }
+        if !taken.isEmpty {
+            let holders = PortHolders.snapshot(ports: Set(taken.map(\.port)))
+            for i in failures.indices where failures[i].errno == EADDRINUSE {
+                failures[i].holder = holders.holder(of: failures[i].port, transport: failures[i].transport)
+            }
+        }
+        return failures
+    }
+
+    func counters() async -> ListenCounters {
+        if let final = final.withLock({ $0 }) { return final }
+        var sum = ListenCounters()
+        for shard in shards.withLock({ $0 }) {
+            sum = sum + (await shard.loop.run { shard.value.counters })
+        }
+        return sum
+    }
+
+    func stop() async {
+        let counters = await counters()
+        let shards = self.shards.withLock { shards in
+            defer { shards = [] }
+            return shards
+        }
+        final.withLock { $0 = $0 ?? counters }
+        await withTaskGroup(of: Void.self) { tasks in
+            for shard in shards {
+                tasks.addTask {
+                    await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                        shard.loop.execute { shard.value.stop { done.resume() } }
+                    }
+                }
+            }
+        }
+    }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -53,6 +53,9 @@ public struct SelfTest: Sendable {
     }
 
     static let probeLine = Array("client -> server\n".utf8)
+    /// A UDP listener answers no more than it was asked (its http text is cut to the question's size): the
+    /// question is as long as any answer.
+    static let paddedProbe = probeLine + Array(repeating: UInt8(ascii: " "), count: 160) + [UInt8(ascii: "\n")]
 
     private func testTCP(_ port: UInt16, on loop: EventLoop) async -> PortResult {
         let address = SocketAddress(target, port: port)
@@ -103,7 +106,7 @@ public struct SelfTest: Sendable {
         let tries = 3
         for _ in 0..<tries {
             do {
-                try await connection.send(SelfTest.probeLine)
+                try await connection.send(reply == .http ? SelfTest.paddedProbe : SelfTest.probeLine)
                 let back = try await connection.receive(timeout: timeout / tries)
                 let good: Bool
                 switch reply {

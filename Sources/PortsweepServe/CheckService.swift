@@ -1,5 +1,5 @@
 import Foundation
-public import HTTPTypes
+import HTTPTypes
 public import PortsweepHTTP
 public import Logging
 import Metrics

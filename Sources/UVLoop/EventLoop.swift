@@ -32,6 +32,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let inbox = Mutex(Inbox())
     private let loopThread = Atomic<UInt>(0)
     private let stopped = Atomic<Bool>(false)
+    private let leftOpen = Atomic<Int>(0)
+
+    /// After `shutdown()`: how many handles were still open (never closed by their owner) when the loop stopped.
+    /// 0 for a program that cleans up after itself; tests assert it.
+    public var handlesLeftOpen: Int { leftOpen.load(ordering: .acquiring) }
     /// A scratch buffer that libuv reads into for the async face's connections and sockets: what a read
     /// returns is copied out in the read callback, so one buffer serves every handle of the loop and an idle
     /// connection costs no buffer at all. Loop thread only; allocated on first use.
@@ -109,12 +114,16 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private func threadMain() {
         loopThread.store(UInt(pthread_self()), ordering: .releasing)
         uv_run(uv, UV_RUN_DEFAULT)
-        // Whatever a user left open is closed now (its memory is abandoned: its owner never closed it).
-        uv_walk(uv, { handle, _ in
-            if uv_is_closing(handle) == 0 { uv_close(handle, nil) }
-        }, nil)
+        // Whatever an owner left open is counted and closed now (its memory is abandoned: nobody closed it).
+        var open = 0
+        uv_walk(uv, { handle, open in
+            guard uv_is_closing(handle) == 0 else { return }
+            open!.assumingMemoryBound(to: Int.self).pointee += 1
+            uv_close(handle, nil)
+        }, &open)
         uv_run(uv, UV_RUN_DEFAULT)
         uv_loop_close(uv)
+        leftOpen.store(open, ordering: .releasing)
         stopped.store(true, ordering: .releasing)
     }
 
@@ -195,6 +204,8 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         if shuttingDown {
             uv_close(uvHandle(wakeup), nil)
             uv_close(uvHandle(drainer), nil)
+            // Handles an owner never closed would keep uv_run going forever: stop here, and count them.
+            uv_stop(uv)
         }
     }
 

@@ -251,7 +251,9 @@ extension EndToEnd {
         let run = try Portsweep.run(["listen", "--ports", "\(held.port)", "--tcp-only"])
         #expect(run.status == 2)
         #expect(run.stderr.contains("cannot listen on TCP port \(held.port)"), "stderr: \(run.stderr)")
-        #expect(run.stderr.contains("in use by another process"))
+        // The only port: nothing could be held, so nothing is served. The holder is named (this test process).
+        #expect(run.stderr.contains("in use (held by "), "stderr: \(run.stderr)")
+        #expect(run.stderr.contains("pid \(getpid()))"), "stderr: \(run.stderr)")
         #expect(run.stdout.isEmpty)
     }
 
@@ -501,22 +503,6 @@ extension EndToEnd {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    @Test func idleConnectionsAreClosedAndCapsRefuseExtraConnections() throws {
-        let port = try HeldPort.freePort()
-        let listener = try ListenProcess(["--ports", "\(port)", "--tcp-only", "--idle-timeout", "0.5", "--max-per-port", "1"])
-        #expect(listener.waitForLog("listening on"))
-        let first = try Net.connect(port)
-        Net.send(first, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        #expect(Net.receive(first, atLeast: 10).contains("200 OK"))
-        let second = try Net.connect(port)  // over the per-port cap: accepted and closed at once
-        #expect(Net.receive(second, atLeast: 1).isEmpty)
-        close(second)
-        #expect(listener.waitForLog("per-port connection cap reached"))
-        #expect(listener.waitForLog("idle timeout", timeout: .seconds(10)))
-        close(first)
-        #expect(listener.stop() == 0)
     }
 }
 }

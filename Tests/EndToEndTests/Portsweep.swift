@@ -16,8 +16,10 @@ enum Portsweep {
         var errorLines: [String] { stderr.split(separator: "\n").map(String.init) }
     }
 
-    /// The binary sits next to the test bundle in the build directory.
+    /// The binary sits next to the test bundle in the build directory. PORTSWEEP_BINARY runs the tests against
+    /// another build (an older one, to see a new test fail there).
     static var binary: String {
+        if let other = ProcessInfo.processInfo.environment["PORTSWEEP_BINARY"], !other.isEmpty { return other }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
         while dir.pathExtension == "xctest" || dir.lastPathComponent == "Contents" || dir.lastPathComponent == "MacOS" {

@@ -17,7 +17,8 @@ enum Pty {
         while let range = rest.range(of: text) {
             found = true
             let before = stream[stream.startIndex..<range.lowerBound]
-            guard before.isEmpty || before.hasSuffix("\n") || before.hasSuffix("\u{1B}[2K") else { return false }
+            // "\r\n" is one Character in Swift: hasSuffix("\n") does not see it.
+            guard before.isEmpty || before.hasSuffix("\n") || before.hasSuffix("\r\n") || before.hasSuffix("\u{1B}[2K") else { return false }
             rest = stream[range.upperBound...]
         }
         return found
