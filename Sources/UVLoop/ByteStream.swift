@@ -22,7 +22,8 @@ public protocol ByteStreamDelegate: AnyObject {
 /// Loop thread only. The handle is closed only by `close()`, and freed in its close callback.
 public final class ByteStream {
     public let loop: EventLoop
-    public unowned(unsafe) var delegate: (any ByteStreamDelegate)?
+    /// Held strongly until the handle has closed (then let go): every handle is closed, so no cycle outlives it.
+    public var delegate: (any ByteStreamDelegate)?
     /// The peer and local addresses of a TCP stream (read once, at accept or connect).
     public private(set) var peer: SocketAddress?
     public private(set) var local: SocketAddress?
@@ -207,7 +208,9 @@ public final class ByteStream {
         let onClose: uv_close_cb = { handle in
             let stream = Unmanaged<ByteStream>.fromOpaque(handle!.pointee.data).takeRetainedValue()
             UnsafeMutableRawPointer(handle!).deallocate()
-            stream.delegate?.closed(stream)
+            let delegate = stream.delegate
+            stream.delegate = nil
+            delegate?.closed(stream)
         }
         if reset && isTCP, uv_tcp_close_reset(handle.assumingMemoryBound(to: uv_tcp_t.self), onClose) == 0 { return }
         uv_close(handle.assumingMemoryBound(to: uv_handle_t.self), onClose)

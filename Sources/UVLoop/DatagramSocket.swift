@@ -29,7 +29,8 @@ public protocol DatagramSocketDelegate: AnyObject {
 /// Loop thread only. The descriptor is closed after the poll handle's close callback.
 public final class DatagramSocket {
     public let loop: EventLoop
-    public unowned(unsafe) var delegate: (any DatagramSocketDelegate)?
+    /// Held strongly until the handle has closed (then let go): every handle is closed, so no cycle outlives it.
+    public var delegate: (any DatagramSocketDelegate)?
     public private(set) var port: UInt16
     /// A number the owner may use to find its own state for this socket.
     public var tag = 0
@@ -179,6 +180,7 @@ public final class DatagramSocket {
             UnsafeMutableRawPointer(handle!).deallocate()
             // libuv's rule for uv_poll_t: the descriptor is closed by its owner, after the handle.
             Glibc.close(socket.fd)
+            socket.delegate = nil
             let then = socket.onClosed
             socket.onClosed = nil
             then?()

@@ -14,7 +14,8 @@ public protocol TCPListenSocketDelegate: AnyObject {
 /// `close()` has run its course (libuv's rule: a handle is released only in its close callback).
 public final class TCPListenSocket {
     public let loop: EventLoop
-    public unowned(unsafe) var delegate: (any TCPListenSocketDelegate)?
+    /// Held strongly until the handle has closed (then let go): every handle is closed, so no cycle outlives it.
+    public var delegate: (any TCPListenSocketDelegate)?
     /// The port it is bound to.
     public private(set) var port: UInt16
     /// A number the owner may use to find its own state for this listener.
@@ -87,6 +88,7 @@ public final class TCPListenSocket {
         uv_close(UnsafeMutableRawPointer(tcp).assumingMemoryBound(to: uv_handle_t.self)) { handle in
             let listener = Unmanaged<TCPListenSocket>.fromOpaque(handle!.pointee.data).takeRetainedValue()
             UnsafeMutableRawPointer(handle!).deallocate()
+            listener.delegate = nil
             let then = listener.onClosed
             listener.onClosed = nil
             then?()
