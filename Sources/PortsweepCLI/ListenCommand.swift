@@ -147,6 +147,7 @@ struct ListenCommand: AsyncParsableCommand {
             start = try await listen.start()
         } catch {
             Terminal.error("portsweep: cannot listen: \(error)\n")
+            if error.isDescriptorShortage { Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n") }
             throw ExitCode(ExitStatus.localError)
         }
         if !start.failures.isEmpty { Terminal.error(ListenLog.explain(start.failures, bind: configuration.bind)) }

@@ -10,7 +10,7 @@ enum LocalResources {
         do {
             return try EventLoopGroup(loopCount: count)
         } catch {
-            Terminal.error("portsweep: cannot start: \(error.name) opening the event loops; \(descriptorLimit())\\n")
+            Terminal.error("portsweep: cannot start: \(error.name) opening the event loops; \(descriptorLimit())\n")
             throw ExitCode(ExitStatus.localError)
         }
     }

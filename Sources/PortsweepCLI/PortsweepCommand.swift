@@ -10,7 +10,7 @@ public struct PortsweepCommand: AsyncParsableCommand {
         abstract: "Know, in seconds and for every port, what gets through a firewall.",
         discussion: """
             Exit status of a sweep: 0 every port passed, 1 some did not, 2 a local error stopped it, \
-            64 bad usage. With --test-single-port the status is the port's outcome bits \
+            64 bad usage, 130/143 stopped short by SIGINT/SIGTERM (every result so far printed). With --test-single-port the status is the port's outcome bits \
             (PASS 0, FAIL 1, SEND 2, SUDO 4, USED 8, RECV 16, ERRO 64).
             """,
         version: "0.1.0",
@@ -46,6 +46,26 @@ public struct PortsweepCommand: AsyncParsableCommand {
     }
 }
 
+extension PortsweepCommand {
+    /// Descriptors any mode needs before its first socket: stdio, the runtime's own, and two per event loop.
+    public static let minimumDescriptors = 32
+
+    /// Exits 2 with one line naming RLIMIT_NOFILE when even the hard limit leaves fewer than
+    /// `minimumDescriptors` (and raises the soft limit to the hard one when that is what it takes).
+    public static func requireDescriptors() {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        guard limit.rlim_cur < rlim_t(minimumDescriptors) else { return }
+        if limit.rlim_max >= rlim_t(minimumDescriptors) {
+            limit.rlim_cur = rlim_t(minimumDescriptors)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 { return }
+        }
+        Terminal.error("portsweep: RLIMIT_NOFILE is \(limit.rlim_cur) (hard \(limit.rlim_max)): at least "
+                       + "\(minimumDescriptors) descriptors are needed; raise it (ulimit -n) to run\n")
+        Glibc.exit(ExitStatus.localError)
+    }
+}
+
 /// `--timeout -1` would read `-1` as a short option; joined as `--timeout=-1` it reaches validation, which names
 /// the bad value.
 func joinNegativeValues(_ arguments: [String]) -> [String] {
@@ -71,4 +91,7 @@ public enum ExitStatus {
     public static let someFailed: Int32 = 1
     public static let localError: Int32 = 2
     public static let usage: Int32 = 64
+    /// A sweep stopped short by SIGINT (128 + 2) or SIGTERM (128 + 15), as a shell reports a signal.
+    public static let interrupted: Int32 = 130
+    public static let terminated: Int32 = 143
 }

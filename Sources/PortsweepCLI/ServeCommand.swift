@@ -137,6 +137,9 @@ struct ServeCommand: AsyncParsableCommand {
             }
         } catch {
             Terminal.error("portsweep: cannot serve on \(listen): \(error)\n")
+            if let error = error as? UVError, error.errno == EMFILE || error.errno == ENFILE {
+                Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
+            }
             throw ExitCode(ExitStatus.localError)
         }
         notes.info("serving /check_port on \(server.localAddress)")

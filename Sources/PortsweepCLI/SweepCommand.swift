@@ -19,11 +19,13 @@ struct SweepCommand: AsyncParsableCommand {
             below 1024 needs privilege), USED 8 (another process holds the port), RECV 16 (the server's reply \
             did not reach the client), ERRO 64 (anything else).
             Exit status: 0 every port passed, 1 some did not, 2 a local error stopped the sweep, 64 bad usage; \
-            with --test-single-port, the outcome bits.
+            with --test-single-port, the outcome bits. SIGINT or SIGTERM stops a sweep short: every result \
+            decided so far is printed, the summary says how many ports were left untested, and the status is 130 \
+            (SIGINT) or 143 (SIGTERM); a second signal ends it at once.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535.", valueName: "RANGE"))
-    var ports: String = "1-16384"
+    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535 (default 1-16384).", valueName: "RANGE"))
+    var ports: String?
 
     @Option(name: .long, help: ArgumentHelp("Address the client connects to: this machine as the outside sees it (IPv4 or IPv6).", valueName: "IP"))
     var target: String = "127.0.0.1"
@@ -58,7 +60,7 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Test one port, print nothing; the exit status is its outcome bits.", valueName: "PORT"))
     var testSinglePort: String?
 
-    @Option(name: .long, help: ArgumentHelp("Ports in flight over all loops (default 256 per loop, bounded by the descriptor limit).", valueName: "N"))
+    @Option(name: .long, help: ArgumentHelp("Ports in flight over all loops, per protocol (default 256 TCP and 512 UDP per loop, cut to fit the descriptor limit).", valueName: "N"))
     var concurrency: Int?
 
     @Option(name: .long, help: "Output format: text, json (JSON Lines), csv.")
@@ -77,13 +79,16 @@ struct SweepCommand: AsyncParsableCommand {
     /// The ports to test, from --ports or --test-single-port.
     func portSet() throws -> PortSet {
         if let single = testSinglePort {
+            if let ports {
+                throw ValidationError("--test-single-port \(single) and --ports \(ports) exclude each other: test one port, or a range")
+            }
             guard let port = Int(single), (1...65535).contains(port) else {
                 throw ValidationError("invalid --test-single-port '\(single)': must be a port number from 1 to 65535")
             }
             return PortSet([UInt16(port)])
         }
         do {
-            return try PortSet(parsing: ports)
+            return try PortSet(parsing: ports ?? "1-16384")
         } catch {
             throw ValidationError("\(error)")
         }
@@ -147,6 +152,9 @@ struct SweepCommand: AsyncParsableCommand {
             transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], retries: retries)
         let group = try LocalResources.loops()
         defer { group.shutdown() }
+        // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
+        let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
+        defer { signals.stop() }
         let sweep: Sweep
         do {
             var budget = DescriptorBudget.raise()
@@ -161,6 +169,11 @@ struct SweepCommand: AsyncParsableCommand {
         logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout) s per step")
         logger.info("\(sweep.plan)")
 
+        let interrupter = Task { () -> Int32? in
+            guard let signal = try? await signals.next() else { return nil }
+            sweep.interrupt()
+            return signal
+        }
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
         let progressTask = progress.map { bar in Task { await bar.run() } }
 
@@ -169,6 +182,7 @@ struct SweepCommand: AsyncParsableCommand {
             errorCodes: errorCodes, detailed: verbose, bothProtocols: configuration.transports.count == 2))
         let out = OutputBuffer()
         var singleOutcome = Outcome.pass
+        var failure: (any Error)?
         do {
             if !singlePort { out.write(renderer.header()) }
             for try await result in sweep.results() {
@@ -178,26 +192,35 @@ struct SweepCommand: AsyncParsableCommand {
                     out.write(renderer.add(result))
                 }
             }
-            if !singlePort { out.write(renderer.finish()) }
-            out.flush()
         } catch {
-            progressTask?.cancel()
-            await progressTask?.value
-            out.flush()
-            Terminal.error("portsweep: \(error)\n")
-            throw ExitCode(ExitStatus.localError)
+            failure = error
         }
+        if !singlePort { out.write(renderer.finish()) }
+        out.flush()
+        interrupter.cancel()
+        let signal = await interrupter.value
         progressTask?.cancel()
         await progressTask?.value
 
+        if let failure {
+            Terminal.error("portsweep: \(failure)\n")
+            if case SweepError.local(let local) = failure, local.isDescriptorShortage {
+                Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
+            }
+            throw ExitCode(ExitStatus.localError)
+        }
         guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
-        if singlePort { throw ExitCode(Int32(singleOutcome.rawValue)) }
-        if chatty {
+        if chatty || (signal != nil && !quiet) {
             let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
+            let interruption = summary.interrupted
+                ? (signal: signal == SIGTERM ? "SIGTERM" : "SIGINT", untested: summary.untested) : nil
             Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
                                                              retried: summary.retried,
-                                                             protocols: configuration.transports.count) + "\n")
+                                                             protocols: configuration.transports.count,
+                                                             interrupted: interruption) + "\n")
         }
+        if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
+        if singlePort { throw ExitCode(Int32(singleOutcome.rawValue)) }
         if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
     }
 

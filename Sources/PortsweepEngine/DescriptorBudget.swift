@@ -10,8 +10,9 @@ public struct DescriptorBudget: Sendable, CustomStringConvertible {
     public let hard: Int
     /// Descriptors open when measured (stdio, the loops' own).
     public let inUse: Int
-    /// Kept free for the rest of the process (logs, the loops' wake-ups, accept's EMFILE reserve).
-    public static let reserve = 64
+    /// Kept free for the rest of the process (logs, the loops' wake-ups, accept's EMFILE reserve): 64, or a
+    /// quarter of a small limit, so a low RLIMIT_NOFILE still leaves something for ports.
+    public var reserve: Int { min(64, max(8, soft / 4)) }
 
     public init(soft: Int, hard: Int, inUse: Int) {
         self.soft = soft
@@ -47,7 +48,7 @@ public struct DescriptorBudget: Sendable, CustomStringConvertible {
     }
 
     /// Descriptors left for ports after what is open and the reserve.
-    public var available: Int { max(0, soft - inUse - DescriptorBudget.reserve) }
+    public var available: Int { max(0, soft - inUse - reserve) }
 
     /// How many ports can be in flight when each needs `perPort` descriptors.
     public func ports(perPort: Int) -> Int { max(1, available / perPort) }

@@ -60,11 +60,14 @@ public struct PortResult: Sendable, Hashable {
     public var outcome: Outcome
     /// The errno behind a non-PASS outcome (ETIMEDOUT for a missed deadline), 0 when none applies.
     public var errno: Int32
+    /// USED: who holds the port, where /proc shows it.
+    public var holder: PortHolder?
 
-    public init(port: UInt16, transport: Transport, outcome: Outcome, errno: Int32 = 0) {
+    public init(port: UInt16, transport: Transport, outcome: Outcome, errno: Int32 = 0, holder: PortHolder? = nil) {
         self.port = port
         self.transport = transport
         self.outcome = outcome
         self.errno = errno
+        self.holder = holder
     }
 }

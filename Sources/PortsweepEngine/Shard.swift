@@ -1,4 +1,22 @@
 public import UVLoop
+import Synchronization
+import CLibUV
+
+/// What a running shard publishes for progress displays, from its loop, read from any thread.
+public final class ShardProgress: Sendable {
+    private let deadline = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// When (uv_hrtime, in ms) the last port now waiting out a deadline will have its verdict at the latest;
+    /// 0 when none waits.
+    public var lastDeadline: UInt64 { deadline.load(ordering: .relaxed) }
+
+    func publish(_ value: UInt64) { deadline.store(value, ordering: .relaxed) }
+
+    /// The process's clock that `lastDeadline` is on.
+    public static var now: UInt64 { uv_hrtime() / 1_000_000 }
+}
 
 /// A running shard, to cancel it from any thread.
 public final class ShardHandle: @unchecked Sendable {
@@ -23,10 +41,11 @@ public enum Shard {
     /// loop iteration; `done` is called last, once, after every handle of the shard is closed.
     public static func start(
         _ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
-        bind: IPAddress, target: IPAddress, swept: PortSet,
+        bind: IPAddress, target: IPAddress, swept: PortSet, progress: ShardProgress = ShardProgress(),
         deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void
     ) -> ShardHandle {
         let scheduler = ShardScheduler(loop: loop, ports: ports, settings: settings, deliver: deliver, done: done)
+        scheduler.progress = progress
         switch transport {
         case .tcp:
             scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target,

@@ -36,6 +36,14 @@ public enum LocalFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// The shared UDP client socket could not be opened.
     case clientSocket(errno: Int32)
 
+    /// Out of descriptors (the fix is RLIMIT_NOFILE, not the network).
+    public var isDescriptorShortage: Bool {
+        switch self {
+        case .descriptorsExhausted: return true
+        case .clientSocket(let errno): return errno == EMFILE || errno == ENFILE
+        }
+    }
+
     public var description: String {
         switch self {
         case .descriptorsExhausted(let errno):
@@ -125,6 +133,8 @@ public final class ShardScheduler {
     private let stallMs: UInt64
     private let retransmitMs: UInt64?
     var probe: (any PortProbe)!
+    var progress: ShardProgress?
+    private var publishedAt: UInt64 = 0
 
     private let check = uvAllocate(uv_check_t.self)
     private let idle = uvAllocate(uv_idle_t.self)
@@ -350,6 +360,19 @@ public final class ShardScheduler {
             fill()
         }
         flush()
+        if now &- publishedAt >= 100 { publishDeadline(now: now) }
+    }
+
+    /// The latest deadline of a port set aside to wait out its timeout (a dropping firewall): the sweep cannot
+    /// end before it, however fast the rest goes. Every 100 ms, for the progress bar's ETA.
+    private func publishDeadline(now: UInt64) {
+        publishedAt = now
+        guard let progress else { return }
+        var latest: UInt64 = 0
+        for slot in 0..<settings.capacity where live[slot] && parked[slot] {
+            latest = max(latest, stepStart[slot] + timeoutMs)
+        }
+        progress.publish(latest > now ? ShardProgress.now + (latest - now) : 0)
     }
 
     private func flush() {
@@ -361,6 +384,7 @@ public final class ShardScheduler {
     private func end() {
         guard !finished else { return }
         finished = true
+        progress?.publish(0)
         flush()
         probe.close { [self] in closeOwnHandles() }
     }

@@ -207,6 +207,8 @@ final class WorkerPool {
     private let decoder = JSONDecoder()
     private let encoder = JSONEncoder()
     private var starting: ((Result<ListenStart, ListenError>) -> Void)?
+    /// Why the start failed, reported once every worker already started has ended again.
+    private var startFailure: ListenError?
     private var failures: [ListenFailure] = []
     private var stopping = false
     private var stopped: (() -> Void)?
@@ -233,9 +235,7 @@ final class WorkerPool {
         starting = done
         for worker in workers {
             if let error = spawn(worker) {
-                starting = nil
-                stop {}
-                return done(.failure(.workers(error.description)))
+                return abandonStart(.workers(error.description))
             }
         }
     }
@@ -311,10 +311,7 @@ final class WorkerPool {
         }
         if starting != nil && !worker.ready {
             // Dead before it ever reported: a start-up failure of the worker itself.
-            starting?(.failure(.workers("\(worker.label) \(how) during start-up")))
-            starting = nil
-            stop {}
-            return
+            return abandonStart(.workers("\(worker.label) \(how) during start-up"))
         }
         restart(worker, after: how)
     }
@@ -337,6 +334,15 @@ final class WorkerPool {
         }
     }
 
+    /// Stops the workers already started and reports `error` once they are all gone: nothing of this pool runs
+    /// after its start failed.
+    private func abandonStart(_ error: ListenError) {
+        guard let done = starting else { return }
+        starting = nil
+        startFailure = error
+        stop { done(.failure(error)) }
+    }
+
     var counters: ListenCounters {
         var sum = ListenCounters()
         for worker in workers { sum = sum + worker.retired + worker.counters }
@@ -345,6 +351,11 @@ final class WorkerPool {
     }
 
     func stop(_ done: @escaping () -> Void) {
+        if stopping, let earlier = stopped {
+            stopped = { earlier(); done() }
+            return finishStopIfDone()
+        }
+        if stopping { return done() }
         stopping = true
         stopped = done
         for worker in workers { worker.process?.kill(SIGTERM) }

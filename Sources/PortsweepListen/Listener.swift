@@ -31,10 +31,22 @@ public struct ListenConfiguration: Sendable, Codable, Equatable {
 public enum ListenError: Error, Sendable, CustomStringConvertible {
     /// A worker process could not be started.
     case workers(String)
+    /// One process holds too few sockets for the range to be spread over a sane number of workers.
+    case tooFewDescriptors(needed: Int, perProcess: Int)
 
     public var description: String {
         switch self {
         case .workers(let reason): return "cannot start the worker processes: \(reason)"
+        case .tooFewDescriptors(let needed, let perProcess):
+            return "\(needed) sockets are needed, and the descriptor limit leaves room for \(perProcess) per process"
+        }
+    }
+
+    /// Out of descriptors (the fix is RLIMIT_NOFILE).
+    public var isDescriptorShortage: Bool {
+        switch self {
+        case .tooFewDescriptors: return true
+        case .workers(let reason): return reason.contains("EMFILE") || reason.contains("ENFILE")
         }
     }
 }
@@ -67,7 +79,11 @@ public final class Listen: Sendable {
     private enum Backend: Sendable {
         case local(LocalListener)
         case workers(ListenWorkers)
+        case impossible(ListenError)
     }
+
+    /// Workers at most: a range that needs more (a tiny descriptor limit) is a local problem, not 1,000 processes.
+    public static let maxWorkers = 64
 
     /// `descriptors`: the limit this process runs with (the command raises it first). `executable`: this
     /// program, started as `listen --worker` when the range needs more descriptors than one process has.
@@ -79,6 +95,9 @@ public final class Listen: Sendable {
         if configuration.ports.count <= perWorker {
             let budget = ConnectionBudget(limit: configuration.limits.connections.maxConnections)
             backend = .local(LocalListener(configuration, group: group, budget: budget, continuation: continuation))
+        } else if (configuration.ports.count + perWorker - 1) / perWorker > Listen.maxWorkers {
+            backend = .impossible(.tooFewDescriptors(needed: configuration.socketsNeeded,
+                                                     perProcess: perWorker * configuration.transports.count))
         } else {
             backend = .workers(ListenWorkers(configuration, portsPerWorker: perWorker, loop: group.loops[0],
                                              executable: executable, continuation: continuation))
@@ -93,6 +112,8 @@ public final class Listen: Sendable {
             return ListenStart(held: configuration.socketsNeeded - failures.count, failures: failures, workers: 0)
         case .workers(let workers):
             return try await workers.start()
+        case .impossible(let error):
+            throw error
         }
     }
 
@@ -101,6 +122,7 @@ public final class Listen: Sendable {
         switch backend {
         case .local(let listener): return await listener.counters()
         case .workers(let workers): return await workers.counters()
+        case .impossible: return ListenCounters()
         }
     }
 
@@ -109,6 +131,7 @@ public final class Listen: Sendable {
         switch backend {
         case .local(let listener): await listener.stop()
         case .workers(let workers): await workers.stop()
+        case .impossible: break
         }
         continuation.finish()
     }

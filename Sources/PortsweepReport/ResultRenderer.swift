@@ -55,14 +55,14 @@ public struct ResultRenderer {
     public mutating func header() -> [String] {
         guard options.format == .csv, !headerDone else { return [] }
         headerDone = true
-        return [options.grouped ? "first,last,protocol,code,result,errno" : "port,protocol,code,result,errno"]
+        return [options.grouped ? "first,last,protocol,code,result,errno,holder" : "port,protocol,code,result,errno,holder"]
     }
 
     /// The lines a result completes (none while a group is still growing).
     public mutating func add(_ result: PortResult) -> [String] {
         if !options.grouped {
             return [line(PortGroup(transport: result.transport, first: result.port, last: result.port,
-                                   outcome: result.outcome, errno: result.errno))]
+                                   outcome: result.outcome, errno: result.errno, holder: result.holder))]
         }
         if pairs { return pairGrouper.add(result).map(line) }
         return grouper.add(result).map { [line($0)] } ?? []
@@ -81,7 +81,9 @@ public struct ResultRenderer {
             var text = "[\(verdict)] "
             if options.showProtocol || options.bothProtocols { text += "\(group.protocolText) " }
             text += group.portText
-            if options.detailed && !errnoName.isEmpty { text += " (\(errnoName))" }
+            if options.detailed && !errnoName.isEmpty {
+                text += " (\(errnoName)" + (group.holder.map { ", \($0)" } ?? "") + ")"
+            }
             return text
         case .json:
             let record = JSONRecord(
@@ -89,13 +91,22 @@ public struct ResultRenderer {
                 first: options.grouped ? group.first : nil,
                 last: options.grouped ? group.last : nil,
                 protocol: group.transport.rawValue, code: group.outcome.rawValue, result: group.outcome.word,
-                errno: errnoName.isEmpty ? nil : errnoName)
+                errno: errnoName.isEmpty ? nil : errnoName, holder: group.holder?.description)
             let data = (try? encoder.encode(record)) ?? Data()
             return String(decoding: data, as: UTF8.self)
         case .csv:
             let ports = options.grouped ? "\(group.first),\(group.last)" : "\(group.first)"
-            return "\(ports),\(group.transport.rawValue),\(group.outcome.rawValue),\(group.outcome.word),\(errnoName)"
+            return "\(ports),\(group.transport.rawValue),\(group.outcome.rawValue),\(group.outcome.word),\(errnoName),"
+                + ResultRenderer.csvField(group.holder?.description ?? "")
         }
+    }
+}
+
+extension ResultRenderer {
+    /// A CSV field, quoted when it holds a comma or a quote (a holder: `held by nginx, pid 812`).
+    static func csvField(_ text: String) -> String {
+        guard text.contains(",") || text.contains("\"") else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }
 
@@ -108,4 +119,5 @@ struct JSONRecord: Codable, Equatable {
     var code: UInt8
     var result: String
     var errno: String?
+    var holder: String?
 }

@@ -33,6 +33,15 @@ final class ResultBoard: Sendable {
 
     var counts: [Outcome: Int] { state.withLock { $0.counts } }
 
+    /// After an interruption: every result not handed out yet (behind a port that never got one), in port order.
+    func postRemaining() {
+        state.withLock { state in
+            let rest = state.results[state.cursor...].compactMap { $0 }
+            state.cursor = state.results.count
+            if !rest.isEmpty { emit(rest) }
+        }
+    }
+
     func post(_ batch: [PortResult]) {
         // Emitting under the lock keeps runs in port order when two loops post at once; `emit` only yields to an
         // AsyncStream, which never calls back into the board.

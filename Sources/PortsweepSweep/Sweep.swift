@@ -29,13 +29,16 @@ public final class Sweep: Sendable {
         var failure: LocalFailure?
         var cancelled = false
         var inRetryPass = false
+        var interrupted = false
         var retried = 0
+        var progress: [ShardProgress] = []
         var summary: SweepSummary?
         let started = ContinuousClock.now
         init(shards: Int) { shardsLeft = shards }
     }
 
-    /// Validates the configuration and plans the sweep. `budget` defaults to raising RLIMIT_NOFILE as far as it goes.
+    /// Validates the configuration and plans the sweep within `budget` (by default the descriptor limit as it
+    /// is: raising it is the caller's decision, see `DescriptorBudget.raise()`).
     public init(_ configuration: SweepConfiguration, group: EventLoopGroup, budget: DescriptorBudget? = nil) throws(SweepError) {
         guard !configuration.ports.isEmpty else { throw .noPorts }
         let bind = configuration.bindAddress
@@ -43,11 +46,12 @@ public final class Sweep: Sendable {
             throw .familyMismatch(bind: bind, target: configuration.target)
         }
         try Sweep.checkBindable(bind)
+        try Sweep.checkRoute(to: configuration.target)
         self.configuration = configuration
         self.group = group
         ports = configuration.ports.sorted
         let loops = min(group.loops.count, max(1, (ports.count + 63) / 64))
-        plan = SweepPlan(configuration: configuration, loops: loops, budget: budget ?? .raise())
+        plan = SweepPlan(configuration: configuration, loops: loops, budget: budget ?? .current())
     }
 
     /// Ports with a verdict so far (for progress displays); any thread.
@@ -55,6 +59,12 @@ public final class Sweep: Sendable {
 
     /// The number of tests: ports times protocols.
     public var total: Int { ports.count * configuration.transports.count }
+
+    /// When the sweep cannot end sooner: the latest deadline of a port waiting out its timeout (uv_hrtime ms,
+    /// see `ShardProgress.now`), 0 when none waits. For an ETA that counts the ports a firewall drops.
+    public var lastDeadline: UInt64 {
+        run.withLock { $0?.progress.map(\.lastDeadline).max() ?? 0 }
+    }
 
     /// The summary, once the results sequence has ended.
     public var summary: SweepSummary? { run.withLock { $0?.summary } }
@@ -82,6 +92,18 @@ public final class Sweep: Sendable {
             bind(fd, $0, socklen_t(ip.family == .v4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
         }
         if rc != 0 && errno == EADDRNOTAVAIL { throw .bindAddressNotLocal(ip, errno: errno) }
+    }
+
+    /// A target this machine has no route to is a local problem, said once, not a FAIL (TCP) or a timeout (UDP)
+    /// per port: a UDP connect() asks the routing table and sends nothing.
+    private static func checkRoute(to ip: IPAddress) throws(SweepError) {
+        let fd = socket(ip.family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let rc = SocketAddress(ip, port: 9).withSockAddr {
+            connect(fd, $0, socklen_t(ip.family == .v4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
+        }
+        if rc != 0 && [ENETUNREACH, EHOSTUNREACH, EACCES, EPERM, EINVAL].contains(errno) { throw .noRoute(ip, errno: errno) }
     }
 
     typealias Continuation = AsyncThrowingStream<[PortResult], any Error>.Continuation
@@ -120,10 +142,20 @@ public final class Sweep: Sendable {
     private func launch(_ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
                         board: ResultBoard, continuation: Continuation) {
         let (bind, target, swept) = (configuration.bindAddress, configuration.target, configuration.ports)
+        let progress = ShardProgress()
+        run.withLock { $0?.progress.append(progress) }
+        // The retry pass names who holds each port that stays USED (from /proc, read while they hold it).
+        let holders = settings.isRetryPass ? HolderLookup(ports: ports) : nil
+        let deliver: @Sendable ([PortResult]) -> Void
+        if let holders {
+            deliver = { board.post(holders.fill($0)) }
+        } else {
+            deliver = { board.post($0) }
+        }
         loop.execute { [self] in
             let handle = Shard.start(
                 transport, on: loop, ports: ports, settings: settings, bind: bind, target: target, swept: swept,
-                deliver: board.post,
+                progress: progress, deliver: deliver,
                 done: { end in self.shardEnded(end, transport: transport, board: board, continuation: continuation) })
             let cancelled = run.withLock { state in
                 state?.handles.append(handle)
@@ -137,6 +169,19 @@ public final class Sweep: Sendable {
         let handles = run.withLock { state -> [ShardHandle] in
             guard let state else { return [] }
             state.cancelled = true
+            return state.handles
+        }
+        for handle in handles { handle.cancel() }
+    }
+
+    /// Stops the sweep short (SIGINT, SIGTERM): no more ports start, those in flight are dropped, every result
+    /// decided so far is still handed out (in port order, gaps where a port was left untested), and the summary
+    /// says the sweep was interrupted and how many ports it left untested. Any thread; idempotent.
+    public func interrupt() {
+        let handles = run.withLock { state -> [ShardHandle] in
+            guard let state, !state.cancelled else { return [] }
+            state.cancelled = true
+            state.interrupted = true
             return state.handles
         }
         for handle in handles { handle.cancel() }
@@ -177,13 +222,18 @@ public final class Sweep: Sendable {
     }
 
     private func complete(board: ResultBoard, continuation: Continuation) {
+        let interrupted = run.withLock { $0?.interrupted ?? false }
+        // What was decided behind a port left untested is still a result: out, in order, gaps and all.
+        if interrupted { board.postRemaining() }
         let failure: LocalFailure? = run.withLock { state in
             guard let state else { return nil }
-            // A cancelled sweep has no summary: its counts would describe a part of the range.
-            guard !state.cancelled || state.failure != nil else { return nil }
+            // A cancelled sweep has no summary: its counts would describe a part of the range. An interrupted one
+            // has, and says it was.
+            guard !state.cancelled || state.failure != nil || state.interrupted else { return nil }
             state.summary = SweepSummary(
                 counts: board.counts, total: board.completed, elapsed: ContinuousClock.now - state.started,
-                retried: state.retried, plan: plan)
+                retried: state.retried, plan: plan, interrupted: state.interrupted,
+                untested: total - board.completed)
             return state.failure
         }
         if let failure {
@@ -234,6 +284,27 @@ public struct SweepResults: AsyncSequence, Sendable {
             return AsyncIterator(batches: stream.makeAsyncIterator(), startError: nil, sweep: sweep)
         } catch {
             return AsyncIterator(batches: stream.makeAsyncIterator(), startError: error, sweep: sweep)
+        }
+    }
+}
+
+/// Who holds the ports of a retry pass: one /proc snapshot for all of them, read before the pass tests them, and a
+/// fresh look for a port the snapshot does not explain (taken in the meantime).
+final class HolderLookup: @unchecked Sendable {  // used on one loop only (the retry pass runs on loop 0)
+    private var snapshot: PortHolders?
+    private let ports: Set<UInt16>
+
+    init(ports: [UInt16]) { self.ports = Set(ports) }
+
+    func fill(_ results: [PortResult]) -> [PortResult] {
+        guard results.contains(where: { $0.outcome == .used }) else { return results }
+        if snapshot == nil { snapshot = PortHolders.snapshot(ports: ports) }
+        return results.map { result in
+            guard result.outcome == .used else { return result }
+            var filled = result
+            filled.holder = snapshot?.holder(of: result.port, transport: result.transport)
+                ?? PortHolders.snapshot(ports: [result.port]).holder(of: result.port, transport: result.transport)
+            return filled
         }
     }
 }

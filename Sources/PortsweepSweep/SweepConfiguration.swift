@@ -100,6 +100,10 @@ public struct SweepSummary: Sendable {
     /// Ports whose listener met EADDRINUSE in the main pass and were tested again, one at a time.
     public var retried: Int
     public var plan: SweepPlan
+    /// Stopped short by `Sweep.interrupt()` (a signal): the counts cover the ports tested until then.
+    public var interrupted = false
+    /// Tests (port and protocol) left without a verdict by an interruption.
+    public var untested = 0
 
     public var portsPerSecond: Double {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -116,6 +120,7 @@ public enum SweepError: Error, Sendable, CustomStringConvertible {
     case bindAddressNotLocal(IPAddress, errno: Int32)
     case local(LocalFailure)
     case alreadyStarted
+    case noRoute(IPAddress, errno: Int32)
 
     public var description: String {
         switch self {
@@ -126,6 +131,8 @@ public enum SweepError: Error, Sendable, CustomStringConvertible {
             return "cannot bind to \(ip): \(UVError.name(ofErrno: errno)) (is it an address of this machine?)"
         case .local(let failure): return "local problem: \(failure)"
         case .alreadyStarted: return "this sweep was already started"
+        case .noRoute(let ip, let errno):
+            return "local problem: this machine has no route to \(ip) (\(UVError.name(ofErrno: errno))); check the address and the routes"
         }
     }
 }

@@ -22,6 +22,27 @@ import Testing
         #expect(Self.render(results, RenderOptions()) == ["[PASS] 8080-8085", "[FAIL] 8086", "[PASS] 8087-8090"])
     }
 
+    @Test func anInterruptedTCPAndUDPRunGroupsWhatEachProtocolHas() {
+        // Ports 1-3 have both verdicts, 4-5 TCP only (the sweep stopped before their UDP test), 6 both.
+        var results: [PortResult] = []
+        for port: UInt16 in 1...6 {
+            results.append(PortResult(port: port, transport: .tcp, outcome: .pass))
+            if port <= 3 || port == 6 { results.append(PortResult(port: port, transport: .udp, outcome: .pass)) }
+        }
+        #expect(Self.render(results, RenderOptions(bothProtocols: true))
+                == ["[PASS] TCP/UDP 1-3", "[PASS] TCP 4-5", "[PASS] TCP/UDP 6"])
+        // A UDP verdict without its TCP one, last.
+        let udpOnly = results + [PortResult(port: 7, transport: .udp, outcome: .send)]
+        #expect(Self.render(udpOnly, RenderOptions(bothProtocols: true)).last == "[SEND] UDP 7")
+    }
+
+    @Test func summariesSayPortAndTestInTheSingular() {
+        #expect(SummaryText.line(counts: [.pass: 2], total: 2, seconds: 1, protocols: 2).hasPrefix("1 port, TCP and UDP (2 tests) in"))
+        #expect(SummaryText.line(counts: [.pass: 1], total: 1, seconds: 1).hasPrefix("1 port in"))
+        #expect(SummaryText.line(counts: [.pass: 10], total: 10, seconds: 1, interrupted: ("SIGINT", 90))
+            .hasPrefix("interrupted by SIGINT: 10 of 100 ports tested, 90 left untested, in 1.00 s"))
+    }
+
     @Test func doesNotGroupAcrossGapsInTheSpec() {
         let results = [22, 80, 81].map { PortResult(port: $0, transport: .tcp, outcome: .pass) }
         #expect(Self.render(results, RenderOptions()) == ["[PASS] 22", "[PASS] 80-81"])
@@ -53,9 +74,12 @@ import Testing
     @Test func csvWithHeader() {
         let results = Self.results([(1...2, .pass), (3...3, .fail)], errno: ECONNREFUSED)
         #expect(Self.render(results, RenderOptions(format: .csv)) == [
-            "first,last,protocol,code,result,errno", "1,2,TCP,0,PASS,", "3,3,TCP,1,FAIL,ECONNREFUSED",
+            "first,last,protocol,code,result,errno,holder", "1,2,TCP,0,PASS,,", "3,3,TCP,1,FAIL,ECONNREFUSED,",
         ])
-        #expect(Self.render(results, RenderOptions(format: .csv, grouped: false)).first == "port,protocol,code,result,errno")
+        #expect(Self.render(results, RenderOptions(format: .csv, grouped: false)).first == "port,protocol,code,result,errno,holder")
+        // A holder with a comma is quoted.
+        let used = [PortResult(port: 22, transport: .tcp, outcome: .used, errno: EADDRINUSE, holder: .process(name: "sshd", pid: 812))]
+        #expect(Self.render(used, RenderOptions(format: .csv)).last == "22,22,TCP,8,USED,EADDRINUSE,\"held by sshd, pid 812\"")
     }
 
     static func pairs(_ spec: [(ClosedRange<UInt16>, Outcome, Outcome)]) -> [PortResult] {
