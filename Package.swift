@@ -20,6 +20,8 @@ let package = Package(
         .library(name: "PortsweepReport", targets: ["PortsweepReport"]),
         .library(name: "PortsweepListen", targets: ["PortsweepListen"]),
         .library(name: "PortsweepServe", targets: ["PortsweepServe"]),
+        .library(name: "PortsweepHTTP", targets: ["PortsweepHTTP"]),
+        .library(name: "PortsweepEngine", targets: ["PortsweepEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -32,6 +32,7 @@ let package = Package(
                 "LoadTools",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "PortsweepServe", package: "portsweep"),
+                .product(name: "PortsweepHTTP", package: "portsweep"),
                 .product(name: "PortsweepListen", package: "portsweep"),
                 .product(name: "UVLoop", package: "portsweep"),
             ],

@@ -70,6 +70,21 @@ extension EndToEnd {
         #expect(!piped.stderr.contains("ETA") && !piped.stderr.contains("\u{1B}") && !piped.stdout.contains("\u{1B}"))
     }
 
+    @Test(.enabled(if: TestNetwork.available && Pty.available, "needs root, ip, nft and script"))
+    func theProgressBarCountsPortsAndItsETAWaitsForDroppedPorts() throws {
+        // 99 ports pass in a moment; one dropped port waits out its 3 s timeout. The time left is that wait,
+        // not the 99 fast ports' pace.
+        try TestNetwork.with(.loopback) { network in
+            try network.firewall(["tcp dport 40050 drop", "udp dport 40050 drop"])
+            let run = try Portsweep.run(["sweep", "--ports", "40000-40099", "--timeout", "3"],
+                                        netns: network.near, wrapper: Pty.launcher)
+            let screen = run.stdout
+            #expect(screen.contains("99/100 ports"), "progress counts ports, not tests: \(screen.suffix(400))")
+            #expect(screen.range(of: #"99/100 ports [0-9,]+ ports/s ETA [12]\.[0-9] s"#, options: .regularExpression) != nil,
+                    "the ETA counts the dropped port's deadline: \(screen.suffix(400))")
+        }
+    }
+
     @Test func helpExitsZero() throws {
         let run = try Portsweep.run(["sweep", "--help"])
         #expect(run.status == 0)

@@ -10,7 +10,7 @@ import UVLoop
 let benchmarks: @Sendable () -> Void = {
     signal(SIGPIPE, SIG_IGN)
     let budget = DescriptorBudget.raise()
-    let group = EventLoopGroup()
+    let group = try! EventLoopGroup()
     let portsPerSecond = BenchmarkMetric.custom("ports/s", polarity: .prefersLarger, useScalingFactor: false)
     let requestsPerSecond = BenchmarkMetric.custom("requests/s", polarity: .prefersLarger, useScalingFactor: false)
 
@@ -22,10 +22,12 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("listen: open \(count) TCP listeners (\(range)) and close them",
               configuration: .init(metrics: [.wallClock, portsPerSecond], units: [portsPerSecond: .count],
                                    warmupIterations: 1, maxDuration: .seconds(30), maxIterations: 10)) { benchmark in
-        let listener = Listener(ListenConfiguration(ports: range, bind: .loopbackV4, transports: [.tcp]), group: group)
+        let listener = Listen(ListenConfiguration(ports: range, bind: .loopbackV4, transports: [.tcp]), group: group,
+                              descriptors: budget)
         let start = ContinuousClock.now
         benchmark.startMeasurement()
-        try await listener.start(budget: budget)
+        let opened = try await listener.start()
+        precondition(opened.failures.isEmpty && opened.workers == 0, "not every listener opened in this process: \(opened.failures.prefix(3))")
         benchmark.stopMeasurement()
         let elapsed = ContinuousClock.now - start
         benchmark.measurement(portsPerSecond, Int(Double(range.count) / (elapsed / .seconds(1))))

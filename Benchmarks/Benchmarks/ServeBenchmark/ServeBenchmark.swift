@@ -1,6 +1,7 @@
 import Benchmark
 import LoadTools
 import PortsweepEngine
+import PortsweepHTTP
 import PortsweepListen
 import PortsweepServe
 import UVLoop
@@ -15,7 +16,7 @@ import Glibc
 let benchmarks: @Sendable () -> Void = {
     signal(SIGPIPE, SIG_IGN)
     _ = DescriptorBudget.raise()
-    let group = EventLoopGroup()
+    let group = try! EventLoopGroup()
     let checksPerSecond = BenchmarkMetric.custom("checks/s", polarity: .prefersLarger, useScalingFactor: false)
     // Wall time of a batch of checks over the probe timeout, in percent: 100 means no check waited for another.
     let ofTimeout = BenchmarkMetric.custom("% of probe timeout", polarity: .prefersSmaller, useScalingFactor: false)
@@ -83,37 +84,40 @@ let benchmarks: @Sendable () -> Void = {
 /// A serve-mode server on 127.0.0.1, port 0, without a rate limit.
 struct ServeFixture: Sendable {
     let address: SocketAddress
-    let running: Task<Void, Never>
+    let server: HTTPServer
 
     static func start(group: EventLoopGroup, probeTimeout: Duration) async throws -> ServeFixture {
         var configuration = CheckConfiguration()
         configuration.rateLimit = nil
         configuration.probeTimeout = probeTimeout
         let service = CheckService(configuration, group: group)
-        let server = try await HTTPServer(on: SocketAddress(.loopbackV4, port: 0), group: group) { request in
-            await service.handle(request)
+        var limits = ConnectionLimits()
+        limits.minRate = 0
+        let server = try await HTTPServer(on: SocketAddress(.loopbackV4, port: 0), loop: group.loops[0], limits: limits) {
+            request in await service.handle(request)
         }
-        guard let address = await server.localAddress else { fatalError("the server has no address") }
-        return ServeFixture(address: address, running: Task { await server.run() })
+        return ServeFixture(address: server.localAddress, server: server)
     }
 
     func stop() async {
-        running.cancel()
-        await running.value
+        await server.stop()
     }
 }
 
 /// A TCP port with a listener (listen mode, silent) for Reachable checks.
 struct OpenPort: Sendable {
     let port: UInt16
-    let listener: Listener
+    let listener: Listen
     let draining: Task<Void, Never>
 
     static func start(group: EventLoopGroup) async throws -> OpenPort {
         let port = FreePort.tcp()
-        let listener = Listener(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp],
-                                                    reply: .silent), group: group)
-        try await listener.start()
+        var limits = ListenLimits()
+        limits.connections.maxPerPort = 100_000
+        limits.connections.maxConnections = 100_000
+        let listener = Listen(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp],
+                                                  reply: .silent, limits: limits), group: group, descriptors: .current())
+        _ = try await listener.start()
         // The events must be read, or they pile up for the whole run.
         let draining = Task { for await _ in listener.events {} }
         return OpenPort(port: port, listener: listener, draining: draining)

@@ -11,7 +11,7 @@ import Glibc
 let benchmarks: @Sendable () -> Void = {
     signal(SIGPIPE, SIG_IGN)
     _ = DescriptorBudget.raise()
-    let group = EventLoopGroup()
+    let group = try! EventLoopGroup()
 
     func sweep(_ spec: String, _ transports: Set<Transport> = [.tcp], _ benchmark: Benchmark) async throws {
         let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: spec), transports: transports), group: group)
