@@ -147,6 +147,9 @@ public final class Connection: ByteStreamDelegate {
     /// The request is whole: no deadline until the next one.
     public func endRequest() { shard.endRequest(self) }
 
+    /// A request refused by a limit or as malformed, for the server's counters.
+    public func countRefusedRequest() { shard.counters.refusedRequests += 1 }
+
     /// Stops (or resumes) reading for the handler's own reasons (an answer being computed).
     public func pauseReading(_ pause: Bool) {
         pausedByHandler = pause

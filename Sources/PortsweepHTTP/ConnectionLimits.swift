@@ -43,6 +43,8 @@ public struct ConnectionCounters: Sendable, Equatable, Codable {
     public var backpressurePauses = 0
     /// accept() failures (EMFILE...).
     public var acceptErrors = 0
+    /// HTTP requests refused by a limit or as malformed (400, 413, 414, 431, 505; 408 is `requestTimeouts`).
+    public var refusedRequests = 0
 
     public init() {}
 
@@ -55,6 +57,7 @@ public struct ConnectionCounters: Sendable, Equatable, Codable {
         sum.idleClosed += b.idleClosed
         sum.backpressurePauses += b.backpressurePauses
         sum.acceptErrors += b.acceptErrors
+        sum.refusedRequests += b.refusedRequests
         return sum
     }
 }

@@ -83,6 +83,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     static let requestLineOverhead = 32
 
     private func refuse(_ connection: Connection, _ status: HTTPResponse.Status, _ message: String, end: String) {
+        if status != .requestTimeout { connection.countRefusedRequest() }
         connection.send(HTTPResponseWriter.text(status, message + "\n", keepAlive: false))
         connection.finish(end: end)
     }

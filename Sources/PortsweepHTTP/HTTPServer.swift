@@ -68,7 +68,7 @@ public final class HTTPServer: Sendable {
 
 /// swift-metrics counters of what a server's limits did (for /metrics): `PREFIX_connections_evicted_total`...
 public struct ConnectionMetrics {
-    let evicted, refused, requestTimeouts, tooSlow, idleClosed, backpressurePauses, acceptErrors: Counter
+    let evicted, refused, requestTimeouts, tooSlow, idleClosed, backpressurePauses, acceptErrors, refusedRequests: Counter
 
     public init(prefix: String) {
         evicted = Counter(label: "\(prefix)_connections_evicted_total")
@@ -78,6 +78,7 @@ public struct ConnectionMetrics {
         idleClosed = Counter(label: "\(prefix)_connections_idle_closed_total")
         backpressurePauses = Counter(label: "\(prefix)_backpressure_pauses_total")
         acceptErrors = Counter(label: "\(prefix)_accept_errors_total")
+        refusedRequests = Counter(label: "\(prefix)_requests_refused_total")
     }
 
     func record(from old: ConnectionCounters, to new: ConnectionCounters) {
@@ -89,6 +90,7 @@ public struct ConnectionMetrics {
         add(idleClosed, new.idleClosed - old.idleClosed)
         add(backpressurePauses, new.backpressurePauses - old.backpressurePauses)
         add(acceptErrors, new.acceptErrors - old.acceptErrors)
+        add(refusedRequests, new.refusedRequests - old.refusedRequests)
     }
 }
 

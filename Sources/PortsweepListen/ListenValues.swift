@@ -147,7 +147,7 @@ public struct ListenCounters: Sendable, Equatable, Codable {
         for (count, what) in [(c.evicted, "evicted"), (c.refused, "refused"), (c.requestTimeouts, "request timeouts"),
                               (c.tooSlow, "too slow"), (c.idleClosed, "idle closed"),
                               (c.backpressurePauses, "reading paused for unread replies"),
-                              (c.acceptErrors, "accept errors"), (udpTruncated, "UDP answers cut to the question"),
+                              (c.acceptErrors, "accept errors"), (c.refusedRequests, "HTTP requests refused"), (udpTruncated, "UDP answers cut to the question"),
                               (workersReplaced, "workers replaced")] where count > 0 {
             parts.append("\(what) \(count)")
         }

@@ -151,6 +151,8 @@ extension EndToEnd {
             close(fd)
             #expect(answer.hasPrefix("HTTP/1.1 505 HTTP Version Not Supported\r\n"), "\(version): \(answer)")
         }
+        let metrics = try Net.curl(["\(server.url)/metrics"])
+        #expect(metrics.contains("portsweep_http_requests_refused_total 5"), "two 413s, three 505s: \(metrics)")
         #expect(server.stop() == 0)
     }
 
