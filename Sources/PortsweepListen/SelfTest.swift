@@ -59,72 +59,59 @@ public struct SelfTest: Sendable {
 
     private func testTCP(_ port: UInt16, on loop: EventLoop) async -> PortResult {
         let address = SocketAddress(target, port: port)
-        let connection: TCPConnection
-        do {
-            connection = try await TCPConnection.connect(to: address, on: loop, timeout: timeout)
-        } catch {
-            return PortResult(port: port, transport: .tcp, outcome: .fail, errno: (error as? UVError)?.errno ?? 0)
+        let line = SelfTest.probeLine
+        let exchange: PortProber.TCPExchange
+        switch reply {
+        case .silent:
+            exchange = await PortProber.tcp(address, payload: line, maxBytes: 0, timeout: timeout, on: loop)
+        case .echo:
+            exchange = await PortProber.tcp(address, payload: line, maxBytes: line.count, timeout: timeout, on: loop)
+        case .http:
+            // Connection: close, read to the end.
+            exchange = await PortProber.tcp(address, payload: SelfTest.httpRequest, timeout: timeout, on: loop)
         }
-        defer { Task { await connection.close(reset: true) } }
-        do {
+        switch exchange {
+        case .notConnected(let error):
+            return PortResult(port: port, transport: .tcp, outcome: .fail, errno: error.errno)
+        case .connected(let back, let error):
+            let good: Bool
             switch reply {
-            case .silent:
-                try await connection.write(SelfTest.probeLine, timeout: timeout)
-                return PortResult(port: port, transport: .tcp, outcome: .pass)
-            case .echo:
-                try await connection.write(SelfTest.probeLine, timeout: timeout)
-                let back = try await connection.read(exactly: SelfTest.probeLine.count, timeout: timeout)
-                return PortResult(port: port, transport: .tcp, outcome: back == SelfTest.probeLine ? .pass : .recv,
-                                  errno: back == SelfTest.probeLine ? 0 : EBADMSG)
+            case .silent: good = error == nil
+            case .echo: good = back == line
             case .http:
-                try await connection.write(Array("GET / HTTP/1.1\r\nHost: self-test\r\nConnection: close\r\n\r\n".utf8),
-                                           timeout: timeout)
-                var response: [UInt8] = []
-                while true {
-                    let chunk = try await connection.read(timeout: timeout)
-                    if chunk.isEmpty { break }
-                    response += chunk
-                }
-                let text = String(decoding: response, as: UTF8.self)
-                let good = text.hasPrefix("HTTP/1.1 200 OK") && text.contains("Port test successful!")
-                return PortResult(port: port, transport: .tcp, outcome: good ? .pass : .recv, errno: good ? 0 : EBADMSG)
+                let text = String(decoding: back, as: UTF8.self)
+                good = text.hasPrefix("HTTP/1.1 200 OK") && text.contains("Port test successful!")
             }
-        } catch {
-            return PortResult(port: port, transport: .tcp, outcome: .recv, errno: (error as? UVError)?.errno ?? 0)
+            if good { return PortResult(port: port, transport: .tcp, outcome: .pass) }
+            return PortResult(port: port, transport: .tcp, outcome: .recv, errno: error?.errno ?? EBADMSG)
         }
     }
 
+    static let httpRequest = Array("GET / HTTP/1.1\r\nHost: self-test\r\nConnection: close\r\n\r\n".utf8)
+
     private func testUDP(_ port: UInt16, on loop: EventLoop) async -> PortResult {
-        let connection: UDPConnection
-        do {
-            connection = try await UDPConnection.connect(to: SocketAddress(target, port: port), on: loop)
-        } catch {
-            return PortResult(port: port, transport: .udp, outcome: .erro, errno: (error as? UVError)?.errno ?? 0)
-        }
-        defer { Task { await connection.close() } }
         // Datagrams get lost: three tries within the timeout.
-        let tries = 3
-        for _ in 0..<tries {
-            do {
-                try await connection.send(reply == .http ? SelfTest.paddedProbe : SelfTest.probeLine)
-                let back = try await connection.receive(timeout: timeout / tries)
-                let good: Bool
-                switch reply {
-                case .echo: good = back == SelfTest.probeLine
-                case .http: good = String(decoding: back, as: UTF8.self).hasPrefix("Port test successful!")
-                case .silent: good = false
-                }
-                return PortResult(port: port, transport: .udp, outcome: good ? .pass : .recv, errno: good ? 0 : EBADMSG)
-            } catch let error as UVError where error == .timedOut {
-                continue
-            } catch {
-                let errno = (error as? UVError)?.errno ?? 0
-                return PortResult(port: port, transport: .udp, outcome: .send, errno: errno)
+        let exchange = await PortProber.udp(SocketAddress(target, port: port),
+                                            payload: reply == .http ? SelfTest.paddedProbe : SelfTest.probeLine,
+                                            tries: 3, timeout: timeout, on: loop)
+        switch exchange {
+        case .answered(let back):
+            let good: Bool
+            switch reply {
+            case .echo: good = back == SelfTest.probeLine
+            case .http: good = String(decoding: back, as: UTF8.self).hasPrefix("Port test successful!")
+            case .silent: good = false
             }
+            return PortResult(port: port, transport: .udp, outcome: good ? .pass : .recv, errno: good ? 0 : EBADMSG)
+        case .silence:
+            // No answer: right for a silent listener (no ICMP error came back), a lost reply otherwise.
+            return reply == .silent
+                ? PortResult(port: port, transport: .udp, outcome: .pass)
+                : PortResult(port: port, transport: .udp, outcome: .recv, errno: ETIMEDOUT)
+        case .failed(let error):
+            // Connect failing locally is this machine's; an ICMP error is SEND.
+            return PortResult(port: port, transport: .udp, outcome: PortProber.isAboutThePath(error) ? .send : .erro,
+                              errno: error.errno)
         }
-        // No answer: right for a silent listener (no ICMP error came back), a lost reply otherwise.
-        return reply == .silent
-            ? PortResult(port: port, transport: .udp, outcome: .pass)
-            : PortResult(port: port, transport: .udp, outcome: .recv, errno: ETIMEDOUT)
     }
 }

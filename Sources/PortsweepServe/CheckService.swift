@@ -3,6 +3,7 @@ import HTTPTypes
 public import PortsweepHTTP
 public import Logging
 import Metrics
+import PortsweepEngine
 import Synchronization
 public import UVLoop
 
@@ -249,51 +250,29 @@ enum Probe {
 
     /// The caller's port's status, or the local error that kept the probe from being made.
     static func tcp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Result<Outcome, UVError> {
-        let connection: TCPConnection
-        do {
-            connection = try await TCPConnection.connect(to: target, on: loop, timeout: timeout)
-        } catch {
+        let sent = confirmation.map { Array($0.utf8) } ?? []
+        switch await PortProber.tcp(target, payload: sent, maxBytes: sent.count, timeout: timeout, on: loop) {
+        case .notConnected(let error):
             return failed(error, silence: "Filtered")
+        case .connected(let back, _):
+            let received = back.isEmpty ? nil : String(decoding: back, as: UTF8.self)
+            return .success(Outcome(status: !sent.isEmpty && back == sent ? "Reachable and Verified" : "Reachable",
+                                    received: received))
         }
-        guard let confirmation, !confirmation.isEmpty else {
-            await connection.close(reset: true)
-            return .success(Outcome(status: "Reachable"))
-        }
-        let sent = Array(confirmation.utf8)
-        var back: [UInt8] = []
-        do {
-            try await connection.write(sent, timeout: timeout)
-            while back.count < sent.count {
-                let chunk = try await connection.read(maxBytes: sent.count - back.count, timeout: timeout)
-                if chunk.isEmpty { break }
-                back += chunk
-            }
-        } catch {}
-        await connection.close(reset: true)
-        let received = back.isEmpty ? nil : String(decoding: back, as: UTF8.self)
-        return .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable", received: received))
     }
 
     static func udp(_ target: SocketAddress, confirmation: String?, timeout: Duration, on loop: EventLoop) async -> Result<Outcome, UVError> {
-        let connection: UDPConnection
-        do {
-            connection = try await UDPConnection.connect(to: target, on: loop)
-        } catch {
-            return failed(error, silence: "Reachable or Filtered")
-        }
         // A short payload: never more than the request that asked for it (no amplification).
         let sent = Array((confirmation.flatMap { $0.isEmpty ? nil : $0 } ?? "portsweep").utf8)
-        let result: Result<Outcome, UVError>
-        do {
-            try await connection.send(sent)
-            let back = try await connection.receive(timeout: timeout)
-            result = .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
-                                      received: String(decoding: back, as: UTF8.self)))
-        } catch {
-            result = failed(error, silence: "Reachable or Filtered")
+        switch await PortProber.udp(target, payload: sent, timeout: timeout, on: loop) {
+        case .answered(let back):
+            return .success(Outcome(status: back == sent ? "Reachable and Verified" : "Reachable",
+                                    received: String(decoding: back, as: UTF8.self)))
+        case .silence:
+            return .success(Outcome(status: "Reachable or Filtered"))
+        case .failed(let error):
+            return failed(error, silence: "Reachable or Filtered")
         }
-        await connection.close()
-        return result
     }
 
     /// What a probe step that threw says: `silence` when its deadline passed, `Unreachable` when the caller's
@@ -301,19 +280,7 @@ enum Probe {
     static func failed(_ error: any Error, silence: String) -> Result<Outcome, UVError> {
         guard let error = error as? UVError else { return .success(Outcome(status: "Unreachable")) }
         if error == .timedOut { return .success(Outcome(status: silence)) }
-        return isAboutThePath(error) ? .success(Outcome(status: "Unreachable")) : .failure(error)
+        return PortProber.isAboutThePath(error) ? .success(Outcome(status: "Unreachable")) : .failure(error)
     }
 
-    /// Whether a failed probe says something about the caller's port or the path to it. Anything else is this
-    /// server's own trouble (out of descriptors, memory or ephemeral ports, its own firewall refusing to send:
-    /// EPERM) and must not be reported as the caller's port being unreachable.
-    static func isAboutThePath(_ error: UVError) -> Bool {
-        switch error.errno {
-        case ECONNREFUSED, ECONNRESET, ECONNABORTED, EPIPE, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN, ENOPROTOOPT,
-             EPROTO:
-            return true
-        default:
-            return false
-        }
-    }
 }

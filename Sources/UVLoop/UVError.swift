@@ -37,3 +37,36 @@ extension UVError {
     /// The errno name for a positive errno value (for results that keep only the number).
     public static func name(ofErrno errno: Int32) -> String { UVError(-errno).name }
 }
+
+extension UVError {
+    /// The one classification of errors the modes act on.
+    public enum Kind: Sendable, Equatable {
+        /// The peer said no: refused, reset, aborted, broken pipe.
+        case refused
+        /// No way there: host or network unreachable or down.
+        case unreachable
+        /// Another socket holds the address (EADDRINUSE).
+        case inUse
+        /// Not allowed: a privileged port, or a firewall of this machine (EACCES, EPERM).
+        case privilege
+        /// This machine ran short: descriptors, buffers, memory, ephemeral ports (EADDRNOTAVAIL on connect).
+        case localShortage
+        case timedOut
+        case cancelled
+        case other
+    }
+
+    public var kind: Kind {
+        switch code {
+        case UV_ECONNREFUSED.rawValue, UV_ECONNRESET.rawValue, UV_ECONNABORTED.rawValue, UV_EPIPE.rawValue: return .refused
+        case UV_EHOSTUNREACH.rawValue, UV_ENETUNREACH.rawValue, UV_EHOSTDOWN.rawValue, UV_ENETDOWN.rawValue: return .unreachable
+        case UV_EADDRINUSE.rawValue: return .inUse
+        case UV_EACCES.rawValue, UV_EPERM.rawValue: return .privilege
+        case UV_EMFILE.rawValue, UV_ENFILE.rawValue, UV_ENOBUFS.rawValue, UV_ENOMEM.rawValue, UV_EAGAIN.rawValue,
+             UV_EADDRNOTAVAIL.rawValue: return .localShortage
+        case UV_ETIMEDOUT.rawValue: return .timedOut
+        case UV_ECANCELED.rawValue: return .cancelled
+        default: return .other
+        }
+    }
+}
