@@ -17,7 +17,7 @@ let benchmarks: @Sendable () -> Void = {
     // As many listeners as one process may hold, up to 60,000: as root with CAP_SYS_RESOURCE, DescriptorBudget
     // raises the hard limit to fs.nr_open; without it (this machine: 20,000), the CLI spreads a larger range over
     // worker processes (Benchmarks/listen-http measures that path).
-    let count = min(60_000, budget.available - 100)
+    let count = min(60_000, ListenWorkers.portsPerProcess(descriptors: budget, transports: 1))
     let range = try! PortSet(parsing: "1024-\(1023 + count)")
     Benchmark("listen: open \(count) TCP listeners (\(range)) and close them",
               configuration: .init(metrics: [.wallClock, portsPerSecond], units: [portsPerSecond: .count],
