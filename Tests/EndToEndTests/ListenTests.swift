@@ -47,6 +47,19 @@ final class ListenProcess {
         return false
     }
 
+    /// Waits (bounded) until stderr holds `text`. Stdout and stderr are two pipes read apart: a line on one says
+    /// nothing about whether the other's line has been read yet.
+    @discardableResult
+    func waitForErrors(_ text: String, timeout: Duration = .seconds(20)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if errors.contains(text) { return true }
+            if !process.isRunning { return readers.wait(timeout: .now() + 5) == .success && errors.contains(text) }
+            usleep(5_000)
+        }
+        return false
+    }
+
     /// Sends `signal`, waits for the process to end and its output to be read; returns the exit status.
     /// Bounded: a process that does not end within 20 s is killed, and output still open 20 s after it ended
     /// (held by a child it left behind) is given up on; both are recorded as failures, never a hang.

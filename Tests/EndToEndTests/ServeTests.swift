@@ -29,16 +29,6 @@ extension ListenProcess {
     convenience init(serve arguments: [String], launcher: [String] = []) throws {
         try self.init(arguments, launcher: launcher, subcommand: "serve")
     }
-
-    @discardableResult
-    func waitForErrors(_ text: String, timeout: Duration = .seconds(20)) -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if errors.contains(text) { return true }
-            usleep(5_000)
-        }
-        return false
-    }
 }
 
 extension EndToEnd {
