@@ -42,7 +42,7 @@ let package = Package(
         // The engine: domain values, per-port state machines, the scheduler.
         .target(
             name: "PortsweepEngine",
-            dependencies: ["UVLoop", "CLibUV", "PortsweepHTTP"],
+            dependencies: ["UVLoop", "PortsweepHTTP"],
             swiftSettings: strict),
 
         // HTTP/1.1 request framing (http-parser behind an interface of our own), shared by listen and serve.

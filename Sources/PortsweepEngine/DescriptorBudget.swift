@@ -1,4 +1,3 @@
-import CLibUV
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -56,12 +55,14 @@ public struct DescriptorBudget: Sendable, CustomStringConvertible {
     public var description: String { "RLIMIT_NOFILE \(soft) (hard \(hard)), \(inUse) open" }
 
     private static func readNrOpen() -> rlim_t? {
-        guard let f = fopen("/proc/sys/fs/nr_open", "r") else { return nil }
-        defer { fclose(f) }
-        var value: UInt = 0
-        return withUnsafeMutablePointer(to: &value) { p in
-            withVaList([p]) { vfscanf(f, "%lu", $0) } == 1 ? rlim_t(p.pointee) : nil
-        }
+        let fd = open("/proc/sys/fs/nr_open", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let n = read(fd, &bytes, bytes.count)
+        guard n > 0 else { return nil }
+        let text = String(decoding: bytes[0..<n], as: UTF8.self).trimmingPrefix(" ")
+        return rlim_t(text.prefix { $0.isNumber })
     }
 
     /// Counts /proc/self/fd entries (the process's open descriptors).

@@ -1,6 +1,5 @@
 public import UVLoop
 import Synchronization
-import CLibUV
 
 /// What a running shard publishes for progress displays, from its loop, read from any thread.
 public final class ShardProgress: Sendable {
@@ -8,14 +7,14 @@ public final class ShardProgress: Sendable {
 
     public init() {}
 
-    /// When (uv_hrtime, in ms) the last port now waiting out a deadline will have its verdict at the latest;
+    /// When (`MonotonicClock`, in ms) the last port now waiting out a deadline will have its verdict at the latest;
     /// 0 when none waits.
     public var lastDeadline: UInt64 { deadline.load(ordering: .relaxed) }
 
     func publish(_ value: UInt64) { deadline.store(value, ordering: .relaxed) }
 
     /// The process's clock that `lastDeadline` is on.
-    public static var now: UInt64 { uv_hrtime() / 1_000_000 }
+    public static var now: UInt64 { MonotonicClock.milliseconds }
 }
 
 /// A running shard, to cancel it from any thread.

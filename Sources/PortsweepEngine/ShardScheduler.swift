@@ -1,5 +1,7 @@
-import CLibUV
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import UVLoop
 
 /// When any shard of this process last ran short of descriptors (uv_hrtime in ms; 0: never). Descriptors are a
@@ -136,10 +138,15 @@ public final class ShardScheduler {
     var progress: ShardProgress?
     private var publishedAt: UInt64 = 0
 
-    private let check = uvAllocate(uv_check_t.self)
-    private let idle = uvAllocate(uv_idle_t.self)
-    private let tick = uvAllocate(uv_timer_t.self)
+    /// After each poll: deadlines swept, results handed over.
+    private var check: IterationHook?
+    /// While a start-up batch is cut short: the rest starts on the next iteration.
+    private var idle: IdleHook?
+    /// Only wakes the loop, so that `check` runs at least this often.
+    private var tick: LoopTimer?
     private var handlesOpen = 0
+    /// Holds the scheduler until its last own handle is closed.
+    private var keepAlive: Unmanaged<ShardScheduler>?
 
     private let deliver: ([PortResult]) -> Void
     private let done: (ShardEnd) -> Void
@@ -166,30 +173,27 @@ public final class ShardScheduler {
         stallMs = min(timeoutMs, max(1, settings.stallAfter.milliseconds))
         retransmitMs = settings.retransmitInterval.map { max(1, $0.milliseconds) }
         let granularity = max(1, min(50, min(stallMs, retransmitMs ?? stallMs) / 5))
-        wheel = DeadlineWheel(slots: slots, granularity: granularity, buckets: 4096, now: uv_now(loop.uv))
+        wheel = DeadlineWheel(slots: slots, granularity: granularity, buckets: 4096, now: loop.now)
     }
 
-    var now: UInt64 { uv_now(loop.uv) }
+    var now: UInt64 { loop.now }
 
     /// A clock shared by all loops, for the process-wide shortage mark.
-    private static var processMilliseconds: UInt64 { uv_hrtime() / 1_000_000 }
+    private static var processMilliseconds: UInt64 { MonotonicClock.milliseconds }
 
     /// Starts the shard: opens its handles and the first batch of ports.
     func start() {
-        let me = Unmanaged.passRetained(self).toOpaque()  // released when the last own handle closed
-        for handle in [uvHandle(check), uvHandle(idle), uvHandle(tick)] { handle.pointee.data = me }
-        uv_check_init(loop.uv, check)
-        uv_idle_init(loop.uv, idle)
-        uv_timer_init(loop.uv, tick)
+        keepAlive = Unmanaged.passRetained(self)
+        // The hooks' actions do not hold the scheduler: `keepAlive` does, until they are closed.
+        check = IterationHook(on: loop) { [unowned(unsafe) self] in afterPoll() }
+        idle = IdleHook(on: loop) { [unowned(unsafe) self] in fill() }
+        tick = LoopTimer(on: loop) {}
         handlesOpen = 3
-        uv_check_start(check) { handle in
-            Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue().afterPoll()
-        }
         // The coarse timer only wakes the loop; deadlines are swept after the poll, when replies already in the
         // kernel have been read (sweeping in the timer callback, before I/O, gives false timeouts).
         let period = max(1, min(50, min(stallMs, retransmitMs ?? stallMs) / 5))
-        uv_timer_start(tick, { _ in }, period, period)
-        uv_update_time(loop.uv)
+        tick?.start(after: .milliseconds(Int64(period)), repeat: .milliseconds(Int64(period)))
+        loop.updateTime()
         fill()
     }
 
@@ -317,9 +321,7 @@ public final class ShardScheduler {
         var started = 0
         while busy < settings.capacity && active < settings.window && hasMore {
             if started == settings.startBatch {
-                uv_idle_start(idle) { handle in
-                    Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue().fill()
-                }
+                idle?.start()
                 filling = false
                 return
             }
@@ -333,7 +335,7 @@ public final class ShardScheduler {
             probe.start(slot, port: port)
             if live[Int(slot)] { starvedSince = 0 }
         }
-        uv_idle_stop(idle)
+        idle?.stop()
         filling = false
         if busy == 0 && !hasMore { end() }
     }
@@ -390,23 +392,14 @@ public final class ShardScheduler {
     }
 
     private func closeOwnHandles() {
-        let onClose: uv_close_cb = { handle in
-            let shard = Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-            shard.handlesOpen -= 1
-            if shard.handlesOpen == 0 {
-                shard.done(ShardEnd(retryCandidates: shard.retryCandidates, failure: shard.failure,
-                                    cancelled: shard.stopping && shard.failure == nil))
-                Unmanaged<ShardScheduler>.fromOpaque(handle!.pointee.data).release()
-            }
+        let closed = { [unowned(unsafe) self] in
+            handlesOpen -= 1
+            guard handlesOpen == 0 else { return }
+            done(ShardEnd(retryCandidates: retryCandidates, failure: failure, cancelled: stopping && failure == nil))
+            keepAlive?.release()
         }
-        uv_close(uvHandle(check), onClose)
-        uv_close(uvHandle(idle), onClose)
-        uv_close(uvHandle(tick), onClose)
-    }
-
-    deinit {
-        uvFree(check)
-        uvFree(idle)
-        uvFree(tick)
+        check?.close(then: closed)
+        idle?.close(then: closed)
+        tick?.close(then: closed)
     }
 }

@@ -85,25 +85,13 @@ public final class Sweep: Sendable {
 
     /// A bind address must be one of this machine's: checked once, up front, not reported per port.
     private static func checkBindable(_ ip: IPAddress) throws(SweepError) {
-        let fd = socket(ip.family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        let rc = SocketAddress(ip, port: 0).withSockAddr {
-            bind(fd, $0, socklen_t(ip.family == .v4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
-        }
-        if rc != 0 && errno == EADDRNOTAVAIL { throw .bindAddressNotLocal(ip, errno: errno) }
+        if !LocalChecks.isLocal(ip) { throw .bindAddressNotLocal(ip, errno: EADDRNOTAVAIL) }
     }
 
     /// A target this machine has no route to is a local problem, said once, not a FAIL (TCP) or a timeout (UDP)
-    /// per port: a UDP connect() asks the routing table and sends nothing.
+    /// per port.
     private static func checkRoute(to ip: IPAddress) throws(SweepError) {
-        let fd = socket(ip.family == .v4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        let rc = SocketAddress(ip, port: 9).withSockAddr {
-            connect(fd, $0, socklen_t(ip.family == .v4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
-        }
-        if rc != 0 && [ENETUNREACH, EHOSTUNREACH, EACCES, EPERM, EINVAL].contains(errno) { throw .noRoute(ip, errno: errno) }
+        if let errno = LocalChecks.routeError(to: ip) { throw .noRoute(ip, errno: errno) }
     }
 
     typealias Continuation = AsyncThrowingStream<[PortResult], any Error>.Continuation

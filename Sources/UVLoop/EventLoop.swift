@@ -1,4 +1,4 @@
-public import CLibUV
+import CLibUV
 import Synchronization
 
 #if canImport(Glibc)
@@ -25,7 +25,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     /// A short name for logs (`loop-0`, ...).
     public let name: String
     /// The raw libuv loop. Loop thread only.
-    public let uv: UnsafeMutablePointer<uv_loop_t>
+    let uv: UnsafeMutablePointer<uv_loop_t>
 
     private let wakeup: UnsafeMutablePointer<uv_async_t>
     private let drainer: UnsafeMutablePointer<uv_prepare_t>
@@ -107,7 +107,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     }
 
     /// The loop a libuv handle belongs to.
-    public static func of<T>(handle: UnsafeMutablePointer<T>) -> EventLoop {
+    static func of<T>(handle: UnsafeMutablePointer<T>) -> EventLoop {
         from(uvHandle(handle).pointee.loop.pointee.data)
     }
 
@@ -129,6 +129,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     /// The loop's clock in milliseconds (libuv's, cached once per iteration). Loop thread only.
     public var now: UInt64 { uv_now(uv) }
+
+    /// Refreshes `now` (after long work within one iteration). Loop thread only.
+    public func updateTime() { uv_update_time(uv) }
 
     /// True when called on this loop's thread.
     public var inEventLoop: Bool {

@@ -7,6 +7,7 @@ public final class LoopTimer {
     private let timer = uvAllocate(uv_timer_t.self)
     private let action: () -> Void
     private var isClosing = false
+    private var onClosed: (() -> Void)?
 
     public init(on loop: EventLoop, _ action: @escaping () -> Void) {
         loop.preconditionInEventLoop()
@@ -30,12 +31,17 @@ public final class LoopTimer {
     /// The timer does not keep the loop running by itself.
     public func unref() { uv_unref(uvHandle(timer)) }
 
-    public func close() {
+    /// Closes the timer; `closed` runs (on the loop) once libuv is done with it.
+    public func close(then closed: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
+        onClosed = closed
         uv_close(uvHandle(timer)) { handle in
-            Unmanaged<LoopTimer>.fromOpaque(handle!.pointee.data).release()
+            let timer = Unmanaged<LoopTimer>.fromOpaque(handle!.pointee.data)
+            let closed = timer.takeUnretainedValue().onClosed
+            timer.release()
             UnsafeMutableRawPointer(handle!).deallocate()
+            closed?()
         }
     }
 }
@@ -46,6 +52,7 @@ public final class IterationHook {
     private let check = uvAllocate(uv_check_t.self)
     private let action: () -> Void
     private var isClosing = false
+    private var onClosed: (() -> Void)?
 
     public init(on loop: EventLoop, _ action: @escaping () -> Void) {
         loop.preconditionInEventLoop()
@@ -59,12 +66,57 @@ public final class IterationHook {
         uv_unref(uvHandle(check))
     }
 
-    public func close() {
+    /// Closes the hook; `closed` runs (on the loop) once libuv is done with it.
+    public func close(then closed: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
+        onClosed = closed
         uv_close(uvHandle(check)) { handle in
-            Unmanaged<IterationHook>.fromOpaque(handle!.pointee.data).release()
+            let hook = Unmanaged<IterationHook>.fromOpaque(handle!.pointee.data)
+            let closed = hook.takeUnretainedValue().onClosed
+            hook.release()
             UnsafeMutableRawPointer(handle!).deallocate()
+            closed?()
+        }
+    }
+}
+
+/// Runs `action` on every loop iteration while started, without blocking in the poll (a `uv_idle_t`): for
+/// work split over iterations, such as starting ports in batches. Loop thread only; closed only by `close()`.
+public final class IdleHook {
+    private let idle = uvAllocate(uv_idle_t.self)
+    private let action: () -> Void
+    private var isClosing = false
+    private var onClosed: (() -> Void)?
+
+    public init(on loop: EventLoop, _ action: @escaping () -> Void) {
+        loop.preconditionInEventLoop()
+        self.action = action
+        uv_idle_init(loop.uv, idle)
+        idle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    public func start() {
+        guard !isClosing else { return }
+        uv_idle_start(idle) { handle in
+            Unmanaged<IdleHook>.fromOpaque(handle!.pointee.data).takeUnretainedValue().action()
+        }
+    }
+
+    public func stop() {
+        if !isClosing { uv_idle_stop(idle) }
+    }
+
+    public func close(then closed: (() -> Void)? = nil) {
+        guard !isClosing else { return }
+        isClosing = true
+        onClosed = closed
+        uv_close(uvHandle(idle)) { handle in
+            let hook = Unmanaged<IdleHook>.fromOpaque(handle!.pointee.data)
+            let closed = hook.takeUnretainedValue().onClosed
+            hook.release()
+            UnsafeMutableRawPointer(handle!).deallocate()
+            closed?()
         }
     }
 }
@@ -103,6 +155,11 @@ extension EventLoop {
         }
         return out
     }
+}
+
+/// The process's monotonic clock (`uv_hrtime`), the same on every loop: for marks that loops compare.
+public enum MonotonicClock {
+    public static var milliseconds: UInt64 { uv_hrtime() / 1_000_000 }
 }
 
 /// Wall-clock time, for stamping events with when they happened (not when they were printed).

@@ -1,4 +1,4 @@
-public import CLibUV
+import CLibUV
 
 /// An IPv4 or IPv6 address, parsed from its text form (no name resolution except `localhost`). Stored inline
 /// (no heap allocation), so addresses are cheap to make per datagram and to use as table keys.
@@ -156,7 +156,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Reads a `sockaddr_in` or `sockaddr_in6`; nil for other families.
-    public init?(_ sa: UnsafePointer<sockaddr>) {
+    init?(_ sa: UnsafePointer<sockaddr>) {
         switch Int32(sa.pointee.sa_family) {
         case AF_INET:
             let raw = UnsafeRawPointer(sa)
@@ -172,7 +172,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The C form, in a `sockaddr_storage`.
-    public var storage: sockaddr_storage {
+    var storage: sockaddr_storage {
         var ss = sockaddr_storage()
         withUnsafeMutableBytes(of: &ss) { raw in
             switch ip.family {
@@ -193,7 +193,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         return ss
     }
 
-    public func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>) throws -> R) rethrows -> R {
+    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>) throws -> R) rethrows -> R {
         var ss = storage
         return try withUnsafePointer(to: &ss) { p in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0) }
@@ -241,7 +241,7 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
 
 extension sockaddr_storage {
     /// Sets the port of an IPv4 or IPv6 address in place.
-    public mutating func setPort(_ port: UInt16) {
+    mutating func setPort(_ port: UInt16) {
         let family = Int32(ss_family)
         withUnsafeMutableBytes(of: &self) { raw in
             if family == AF_INET {
@@ -256,7 +256,7 @@ extension sockaddr_storage {
 extension SocketAddress {
     /// Reads an address that a libuv call (`uv_tcp_getsockname`, `uv_udp_getpeername`...) writes; nil when the
     /// call fails or the family is neither IPv4 nor IPv6.
-    public static func reading(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
+    static func reading(_ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<Int32>) -> Int32) -> SocketAddress? {
         var ss = sockaddr_storage()
         var len = Int32(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &ss) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &len) } }

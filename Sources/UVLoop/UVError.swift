@@ -24,6 +24,7 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let addressInUse = UVError(UV_EADDRINUSE.rawValue)
     public static let accessDenied = UVError(UV_EACCES.rawValue)
     public static let badHandle = UVError(UV_EBADF.rawValue)
+    public static let addressNotAvailable = UVError(UV_EADDRNOTAVAIL.rawValue)
 
     /// Turns a libuv return value into a thrown error when it is negative.
     @discardableResult
