@@ -91,9 +91,21 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "portsweep", dependencies: ["PortsweepCLI"], swiftSettings: strict),
 
+        // Unit and in-process tests: one target per library target, each on real loopback sockets where it
+        // touches the network.
+        .testTarget(name: "UVLoopTests", dependencies: ["UVLoop"], swiftSettings: strict),
+        .testTarget(name: "EngineTests", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
+        .testTarget(name: "HTTPTests", dependencies: ["PortsweepHTTP", "UVLoop"], swiftSettings: strict),
+        .testTarget(name: "SweepTests", dependencies: ["PortsweepSweep", "PortsweepEngine", "UVLoop"], swiftSettings: strict),
+        .testTarget(name: "ListenTests", dependencies: ["PortsweepListen", "PortsweepHTTP", "PortsweepEngine", "UVLoop"], swiftSettings: strict),
         .testTarget(
-            name: "PortsweepTests",
-            dependencies: ["PortsweepSweep", "PortsweepReport", "PortsweepEngine", "UVLoop", "PortsweepCLI", "PortsweepHTTP", "PortsweepListen", "PortsweepServe"],
+            name: "ServeTests",
+            dependencies: ["PortsweepServe", "PortsweepHTTP", "PortsweepEngine", "UVLoop"],
+            swiftSettings: strict),
+        .testTarget(name: "ReportTests", dependencies: ["PortsweepReport", "PortsweepEngine"], swiftSettings: strict),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["PortsweepCLI", "PortsweepEngine", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         // End-to-end: the built binary in network namespaces of its own (root only).
         .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),

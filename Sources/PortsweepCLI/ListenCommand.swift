@@ -21,17 +21,14 @@ struct ListenCommand: AsyncParsableCommand {
             not), 64 bad usage.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 8000-8100, 22,80,8000-8100, or - for 1-65535.", valueName: "RANGE"))
-    var ports: String?
+    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 8000-8100, 22,80,8000-8100, or - for 1-65535.", valueName: "RANGE"),
+            transform: PortSet.parse)
+    var ports: PortSet?
 
-    @Option(name: .long, help: ArgumentHelp("Address to listen on (IPv4 or IPv6).", valueName: "ADDR"))
-    var bind: String = "0.0.0.0"
+    @Option(name: .long, help: ArgumentHelp("Address to listen on (IPv4 or IPv6). (default: 0.0.0.0)", valueName: "ADDR"), transform: IPAddress.parse)
+    var bind: IPAddress = .anyV4
 
-    @Flag(name: .long, help: "Listen on TCP only (default: TCP and UDP).")
-    var tcpOnly = false
-
-    @Flag(name: .long, help: "Listen on UDP only (default: TCP and UDP).")
-    var udpOnly = false
+    @OptionGroup var protocols: TransportOptions
 
     @Option(name: .long, help: "Reply: http (200 OK, text/plain), echo, silent.")
     var reply: ReplyArgument = .http
@@ -48,11 +45,13 @@ struct ListenCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Open TCP connections at most on one port; at the cap the port's least recently active one makes room.", valueName: "N"))
     var maxPerPort: Int = 1_000
 
-    @Option(name: .long, help: ArgumentHelp("Close a connection that sends nothing for this long.", valueName: "SECONDS"))
-    var idleTimeout: Double = 60
+    @Option(name: .long, help: ArgumentHelp("Close a connection that sends nothing for this long. (default: 60)", valueName: "SECONDS"),
+            transform: Seconds.parse)
+    var idleTimeout = Seconds(60)
 
-    @Option(name: .long, help: ArgumentHelp("An HTTP request (head and body) must arrive whole within this long of its first byte; 408 after.", valueName: "SECONDS"))
-    var requestTimeout: Double = 10
+    @Option(name: .long, help: ArgumentHelp("An HTTP request (head and body) must arrive whole within this long of its first byte; 408 after. (default: 10)", valueName: "SECONDS"),
+            transform: Seconds.parse)
+    var requestTimeout = Seconds(10)
 
     @Option(name: .long, help: ArgumentHelp("Close a connection that sends, but slower than this over 10 s (0: no minimum).", valueName: "BYTES/S"))
     var minRate: Int = 100
@@ -75,37 +74,20 @@ struct ListenCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Once listening, connect to every listener through --target and report the results like a sweep.")
     var selfTest = false
 
-    @Option(name: .long, help: ArgumentHelp("Address the self-test connects to.", valueName: "IP"))
-    var target: String = "127.0.0.1"
+    @Option(name: .long, help: ArgumentHelp("Address the self-test connects to. (default: 127.0.0.1)", valueName: "IP"), transform: IPAddress.parse)
+    var target: IPAddress = .loopbackV4
 
     // A worker process of a listen too large for one process: its assignment on stdin, reports on stdout.
     @Flag(name: .long, help: .hidden)
     var worker = false
 
-    func portSet() throws -> PortSet {
-        do { return try PortSet(parsing: ports ?? "") } catch { throw ValidationError("\(error)") }
-    }
-
-    func bindAddress() throws -> IPAddress {
-        guard let address = IPAddress(bind) else {
-            throw ValidationError("invalid --bind '\(bind)': not an IPv4 or IPv6 address")
-        }
-        return address
-    }
-
     func validate() throws {
         if worker { return }
         guard ports != nil else { throw ValidationError("missing --ports (such as --ports 8080 or --ports 8000-8100)") }
-        _ = try portSet()
-        _ = try bindAddress()
-        guard IPAddress(target) != nil else {
-            throw ValidationError("invalid --target '\(target)': not an IPv4 or IPv6 address")
-        }
-        if tcpOnly && udpOnly { throw ValidationError("--tcp-only and --udp-only exclude each other") }
         guard maxConnections >= 1 else { throw ValidationError("invalid --max-connections '\(maxConnections)': must be at least 1") }
         guard maxPerPort >= 1 else { throw ValidationError("invalid --max-per-port '\(maxPerPort)': must be at least 1") }
-        for (name, value) in [("--idle-timeout", idleTimeout), ("--request-timeout", requestTimeout)] {
-            guard value.isFinite, value > 0, value <= 86_400 else {
+        for (name, value) in [("--idle-timeout", idleTimeout.value), ("--request-timeout", requestTimeout.value)] {
+            guard value <= 86_400 else {
                 throw ValidationError("invalid \(name) '\(SweepCommand.text(value))': must be more than 0 seconds (and at most a day)")
             }
         }
@@ -119,14 +101,13 @@ struct ListenCommand: AsyncParsableCommand {
         var connections = ConnectionLimits()
         connections.maxConnections = maxConnections
         connections.maxPerPort = maxPerPort
-        connections.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
-        connections.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
+        connections.idleTimeout = idleTimeout.duration
+        connections.requestTimeout = requestTimeout.duration
         connections.minRate = minRate
         connections.maxQueuedBytes = maxQueued
         connections.maxBodyBytes = maxBody
         return ListenConfiguration(
-            ports: try portSet(), bind: try bindAddress(),
-            transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], reply: reply.value,
+            ports: ports ?? PortSet(), bind: bind, transports: protocols.transports, reply: reply.value,
             limits: ListenLimits(connections: connections, udp: UDPReplyPolicy(repliesPerSecond: udpReplyRate)))
     }
 
@@ -164,7 +145,7 @@ struct ListenCommand: AsyncParsableCommand {
         let stats = ListenStats(listening: configuration.ports.count)
         let status = !quiet && Terminal.stderrIsTerminal ? Task { await stats.showStatus() } : nil
         let test = selfTest ? Task { [target] in
-            await selfTestReport(configuration, target: IPAddress(target)!, group: group, log: log)
+            await selfTestReport(configuration, target: target, group: group, log: log)
         } : nil
         let stopper = Task {
             let signal = try await signals.next()

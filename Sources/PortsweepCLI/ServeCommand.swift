@@ -20,17 +20,18 @@ struct ServeCommand: AsyncParsableCommand {
             Exit status: 0 after SIGTERM/SIGINT, 2 when the listen address cannot be used, 64 bad usage.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("Address and port to serve on.", valueName: "ADDR:PORT"))
-    var listen: String = "0.0.0.0:8000"
+    @Option(name: .long, help: ArgumentHelp("Address and port to serve on. (default: 0.0.0.0:8000)", valueName: "ADDR:PORT"), transform: SocketAddress.parse)
+    var listen = SocketAddress(.anyV4, port: 8000)
 
-    @Option(name: .long, help: ArgumentHelp("Probe timeout in seconds.", valueName: "SECONDS"))
-    var timeout: Double = 3
+    @Option(name: .long, help: ArgumentHelp("Probe timeout in seconds. (default: 3)", valueName: "SECONDS"), transform: Seconds.parse)
+    var timeout = Seconds(3)
 
-    @Option(name: .long, help: ArgumentHelp("Checks per client address: N/SECONDS (default 4/60), or off.", valueName: "N/SECONDS"))
-    var rateLimit: String = "4/60"
+    @Option(name: .long, help: ArgumentHelp("Checks per client address: N/SECONDS (default 4/60), or off.", valueName: "N/SECONDS"),
+            transform: RateLimitOption.parse)
+    var rateLimit = RateLimitOption(limit: .original)
 
-    @Option(name: .long, help: ArgumentHelp("Believe X-Forwarded-For from these peers (repeatable).", valueName: "CIDR"))
-    var trustProxy: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Believe X-Forwarded-For from these peers (repeatable).", valueName: "CIDR"), transform: CIDR.parse)
+    var trustProxy: [CIDR] = []
 
     @Option(name: .long, help: ArgumentHelp("Checks in flight at most; more get 503.", valueName: "N"))
     var maxChecks: Int = 10_000
@@ -38,8 +39,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Open connections at most.", valueName: "N"))
     var maxConnections: Int = 10_000
 
-    @Option(name: .long, help: ArgumentHelp("Time a client has to send a whole request head, and to come back on an idle keep-alive connection.", valueName: "SECONDS"))
-    var idleTimeout: Double = 30
+    @Option(name: .long, help: ArgumentHelp("Time a client has to send a whole request head, and to come back on an idle keep-alive connection. (default: 30)", valueName: "SECONDS"),
+            transform: Seconds.parse)
+    var idleTimeout = Seconds(30)
 
     @Option(name: .long, help: ArgumentHelp("Request body bytes at most (the API takes none); more is 413.", valueName: "BYTES"))
     var maxBody: Int = 1024
@@ -59,40 +61,19 @@ struct ServeCommand: AsyncParsableCommand {
         limits.maxPerPort = maxConnections
         // One value for both, as before: a request head must be whole within it, and an idle keep-alive
         // connection is closed after it. No minimum rate: the API's requests are a few hundred bytes.
-        limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.idleTimeout = idleTimeout.duration
         limits.requestTimeout = limits.idleTimeout
         limits.minRate = 0
         limits.maxBodyBytes = maxBody
         return limits
     }
 
-    func listenAddress() throws -> SocketAddress {
-        guard let address = SocketAddress(parsing: listen) else {
-            throw ValidationError("invalid --listen '\(listen)': expected ADDR:PORT, such as 0.0.0.0:8000 or [::]:8000")
-        }
-        return address
-    }
-
-    func limit() throws -> RateLimit? {
-        if rateLimit.lowercased() == "off" { return nil }
-        let parts = rateLimit.split(separator: "/").map(String.init)
-        guard parts.count == 2, let count = Int(parts[0]), count > 0, let seconds = Double(parts[1]), seconds > 0 else {
-            throw ValidationError("invalid --rate-limit '\(rateLimit)': expected N/SECONDS (such as 4/60) or off")
-        }
-        return RateLimit(count: count, window: .milliseconds(Int64(seconds * 1000)))
-    }
-
     func validate() throws {
-        _ = try listenAddress()
-        _ = try limit()
-        guard timeout.isFinite, timeout > 0, timeout <= 60 else {
-            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout))': must be more than 0 and at most 60 seconds")
+        guard timeout.value <= 60 else {
+            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout.value))': must be more than 0 and at most 60 seconds")
         }
         guard maxChecks >= 1, maxConnections >= 1 else {
             throw ValidationError("invalid --max-checks or --max-connections: must be at least 1")
-        }
-        guard idleTimeout.isFinite, idleTimeout > 0 else {
-            throw ValidationError("invalid --idle-timeout '\(SweepCommand.text(idleTimeout))': must be more than 0 seconds")
         }
         guard maxBody >= 0 else { throw ValidationError("invalid --max-body '\(maxBody)': must be 0 or more") }
         guard rateLimitClients >= 1 else {
@@ -100,9 +81,6 @@ struct ServeCommand: AsyncParsableCommand {
         }
         guard (1...128).contains(ipv6Prefix) else {
             throw ValidationError("invalid --ipv6-prefix '\(ipv6Prefix)': must be from 1 to 128")
-        }
-        for cidr in trustProxy where CIDR(cidr) == nil {
-            throw ValidationError("invalid --trust-proxy '\(cidr)': not an address block such as 10.0.0.0/8")
         }
     }
 
@@ -116,11 +94,11 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var configuration = CheckConfiguration()
-        configuration.probeTimeout = .milliseconds(Int64(timeout * 1000))
-        configuration.rateLimit = try limit()
+        configuration.probeTimeout = timeout.duration
+        configuration.rateLimit = rateLimit.limit
         configuration.rateLimitClients = rateLimitClients
         configuration.clientGrouping = ClientGrouping(ipv6Prefix: ipv6Prefix)
-        configuration.trustedProxies = trustProxy.compactMap(CIDR.init)
+        configuration.trustedProxies = trustProxy
         configuration.maxProbes = maxChecks
         let group = try LocalResources.loops()
         defer { group.shutdown() }
@@ -131,7 +109,7 @@ struct ServeCommand: AsyncParsableCommand {
                                    metricsText: { registry.emitToBuffer() })
         let server: HTTPServer
         do {
-            server = try await HTTPServer(on: try listenAddress(), loop: group.loops[0], limits: limits(),
+            server = try await HTTPServer(on: listen, loop: group.loops[0], limits: limits(),
                                           metricsPrefix: "portsweep_http") { request in
                 await service.handle(request)
             }
@@ -147,5 +125,24 @@ struct ServeCommand: AsyncParsableCommand {
         notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
         await server.drain(within: configuration.probeTimeout + .seconds(2))
         await server.stop()
+    }
+}
+
+/// `--rate-limit N/SECONDS` or `off`.
+struct RateLimitOption: ArgumentValue, Sendable {
+    let limit: RateLimit?
+
+    static func parse(_ text: String) throws -> RateLimitOption {
+        if text.lowercased() == "off" { return RateLimitOption(limit: nil) }
+        let parts = text.split(separator: "/").map(String.init)
+        guard parts.count == 2, let count = Int(parts[0]), count > 0, let seconds = Double(parts[1]), seconds > 0,
+              seconds.isFinite else {
+            throw ArgumentReason("expected N/SECONDS (such as 4/60) or off")
+        }
+        return RateLimitOption(limit: RateLimit(count: count, window: .milliseconds(Int64(seconds * 1000))))
+    }
+
+    var defaultValueDescription: String {
+        limit.map { "\($0.count)/\(SweepCommand.text(Double($0.window.components.seconds)))" } ?? "off"
     }
 }

@@ -24,26 +24,26 @@ struct SweepCommand: AsyncParsableCommand {
             (SIGINT) or 143 (SIGTERM); a second signal ends it at once.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535 (default 1-16384).", valueName: "RANGE"))
-    var ports: String?
+    @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535 (default 1-16384).", valueName: "RANGE"),
+            transform: PortSet.parse)
+    var ports: PortSet?
 
-    @Option(name: .long, help: ArgumentHelp("Address the client connects to: this machine as the outside sees it (IPv4 or IPv6).", valueName: "IP"))
-    var target: String = "127.0.0.1"
+    @Option(name: .long, help: ArgumentHelp("Address the client connects to: this machine as the outside sees it (IPv4 or IPv6). (default: 127.0.0.1)", valueName: "IP"),
+            transform: IPAddress.parse)
+    var target: IPAddress = .loopbackV4
 
-    @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"))
-    var bind: String?
+    @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"),
+            transform: IPAddress.parse)
+    var bind: IPAddress?
 
-    @Option(name: .long, help: ArgumentHelp("Deadline of each step of a port's test, in seconds (fractions allowed).", valueName: "SECONDS"))
-    var timeout: Double = 3
+    @Option(name: .long, help: ArgumentHelp("Deadline of each step of a port's test, in seconds (fractions allowed). (default: 3)", valueName: "SECONDS"),
+            transform: Seconds.parse)
+    var timeout = Seconds(3)
 
     @Option(name: .long, help: ArgumentHelp("UDP: how many times the client's line is resent within a step.", valueName: "N"))
     var retries: Int = 2
 
-    @Flag(name: .long, help: "Test TCP only (default: TCP and UDP).")
-    var tcpOnly = false
-
-    @Flag(name: .long, help: "Test UDP only (default: TCP and UDP).")
-    var udpOnly = false
+    @OptionGroup var protocols: TransportOptions
 
     @Flag(name: .long, help: "One line per port instead of groups of consecutive ports.")
     var noGroup = false
@@ -78,64 +78,35 @@ struct SweepCommand: AsyncParsableCommand {
 
     /// The ports to test, from --ports or --test-single-port.
     func portSet() throws -> PortSet {
-        if let single = testSinglePort {
-            if let ports {
-                throw ValidationError("--test-single-port \(single) and --ports \(ports) exclude each other: test one port, or a range")
-            }
-            guard let port = Int(single), (1...65535).contains(port) else {
-                throw ValidationError("invalid --test-single-port '\(single)': must be a port number from 1 to 65535")
-            }
-            return PortSet([UInt16(port)])
+        guard let single = testSinglePort else { return ports ?? PortSet(range: 1...16384) }
+        if let ports {
+            throw ValidationError("--test-single-port \(single) and --ports \(ports) exclude each other: test one port, or a range")
         }
-        do {
-            return try PortSet(parsing: ports ?? "1-16384")
-        } catch {
-            throw ValidationError("\(error)")
+        guard let port = Int(single), (1...65535).contains(port) else {
+            throw ValidationError("invalid --test-single-port '\(single)': must be a port number from 1 to 65535")
         }
-    }
-
-    func targetAddress() throws -> IPAddress {
-        guard let target = IPAddress(self.target) else {
-            throw ValidationError("invalid --target '\(self.target)': not an IPv4 or IPv6 address")
-        }
-        return target
-    }
-
-    func bindAddress() throws -> IPAddress? {
-        guard let bind else { return nil }
-        guard let address = IPAddress(bind) else {
-            throw ValidationError("invalid --bind '\(bind)': not an IPv4 or IPv6 address")
-        }
-        guard address.family == (try targetAddress()).family else {
-            throw ValidationError("--bind \(bind) and --target \(self.target) must be of the same IP family")
-        }
-        return address
-    }
-
-    func validateTimeout() throws {
-        guard timeout.isFinite, timeout > 0, timeout <= 3600 else {
-            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout))': must be more than 0 and at most 3600 seconds")
-        }
+        return PortSet([UInt16(port)])
     }
 
     func validate() throws {
         _ = try portSet()
-        _ = try bindAddress()
-        try validateTimeout()
+        if let bind, bind.family != target.family {
+            throw ValidationError("--bind \(bind) and --target \(target) must be of the same IP family")
+        }
+        guard timeout.value <= 3600 else {
+            throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout.value))': must be more than 0 and at most 3600 seconds")
+        }
         if retries < 0 || retries > 100 {
             throw ValidationError("invalid --retries '\(retries)': must be from 0 to 100")
         }
         if let concurrency, concurrency < 1 {
             throw ValidationError("invalid --concurrency '\(concurrency)': must be at least 1")
         }
-        if tcpOnly && udpOnly {
-            throw ValidationError("--tcp-only and --udp-only exclude each other")
-        }
     }
 
     func run() async throws {
         let singlePort = testSinglePort != nil
-        let (portSet, targetAddress, bindAddress) = (try portSet(), try targetAddress(), try bindAddress())
+        let (portSet, targetAddress, bindAddress) = (try portSet(), target, bind)
         let chatty = !quiet && !singlePort
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         var logger = Logger(label: "portsweep")
@@ -148,8 +119,7 @@ struct SweepCommand: AsyncParsableCommand {
 
         let configuration = SweepConfiguration(
             ports: portSet, target: targetAddress, bind: bindAddress,
-            timeout: .milliseconds(Int64((timeout * 1000).rounded(.up))), concurrency: concurrency,
-            transports: tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp], retries: retries)
+            timeout: timeout.duration, concurrency: concurrency, transports: protocols.transports, retries: retries)
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
@@ -166,7 +136,7 @@ struct SweepCommand: AsyncParsableCommand {
             Terminal.error("portsweep: \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
-        logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout) s per step")
+        logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout.value) s per step")
         logger.info("\(sweep.plan)")
 
         let interrupter = Task { () -> Int32? in

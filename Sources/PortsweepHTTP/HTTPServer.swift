@@ -47,10 +47,18 @@ public final class HTTPServer: Sendable {
             once.withLock { $0 = done }
             let resume: @Sendable () -> Void = { once.withLock { $0.take() }?.resume() }
             shard.loop.execute {
-                let timer = LoopTimer(on: shard.loop) { resume() }
-                timer.start(after: within)
+                // Whichever comes first, the drain or the deadline, closes the timer: a timer left open is a
+                // handle the loop finds at shutdown.
+                var timer: LoopTimer?
+                timer = LoopTimer(on: shard.loop) {
+                    timer?.close()
+                    timer = nil
+                    resume()
+                }
+                timer?.start(after: within)
                 shard.value.drain {
-                    timer.close()
+                    timer?.close()
+                    timer = nil
                     resume()
                 }
             }

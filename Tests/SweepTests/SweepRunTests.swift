@@ -69,8 +69,7 @@ enum TestSockets {
     }
 }
 
-extension SocketTests {
-@Suite struct SweepTests {
+@Suite struct SweepRunTests {
     @Test func loopbackPortsAllPass() async throws {
         let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
@@ -200,7 +199,6 @@ extension SocketTests {
         #expect(seen < 1000, "the sequence must end soon after its consumer is cancelled")
         #expect(sweep.summary == nil, "a cancelled sweep has no summary")
     }
-}
 }
 
 /// This process's open sockets, found through /proc/self/fd and matched by inode in /proc/net.

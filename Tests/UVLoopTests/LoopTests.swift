@@ -2,11 +2,6 @@ import Foundation
 import Testing
 import UVLoop
 
-/// Every suite that opens sockets in this process nests here, serialized, so the descriptor-leak check counts
-/// only its own descriptors.
-@Suite(.serialized) struct SocketTests {}
-
-extension SocketTests {
 /// The loop layer on real loopback sockets: the executor, the async TCP API, deadlines, cancellation.
 @Suite struct LoopTests {
     static let group = try! EventLoopGroup(loopCount: 2)
@@ -105,5 +100,4 @@ extension SocketTests {
         #expect(IPAddress("fe80::1")?.description == "fe80::1")
         #expect(SocketAddress(IPAddress("::1")!, port: 80).description == "[::1]:80")
     }
-}
 }

@@ -1,0 +1,92 @@
+public import ArgumentParser
+public import PortsweepEngine
+public import UVLoop
+
+// Each value of the command line is parsed once, into its type, where it is declared: a bad value stops the
+// parse with one line naming the option, the value and the reason ("The value '70000' is invalid for
+// '--ports <RANGE>': port 70000 is not from 1 to 65535"), and `run()` reads typed values.
+
+/// Why a command-line value is not one.
+public struct ArgumentReason: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A type read from one command-line value, with a reason when the text is not one. Options use `parse` as
+/// their transform (argument-parser then names the option and the value before the reason);
+/// `ExpressibleByArgument` gives the same parse to defaults and completions.
+public protocol ArgumentValue: ExpressibleByArgument {
+    static func parse(_ text: String) throws -> Self
+}
+
+extension ArgumentValue {
+    public init?(argument: String) {
+        guard let value = try? Self.parse(argument) else { return nil }
+        self = value
+    }
+}
+
+extension PortSet: ExpressibleByArgument, ArgumentValue {
+    public static func parse(_ text: String) throws -> PortSet {
+        do { return try PortSet(parsing: text) } catch { throw ArgumentReason( error.reason) }
+    }
+}
+
+extension IPAddress: ExpressibleByArgument, ArgumentValue {
+    public static func parse(_ text: String) throws -> IPAddress {
+        guard let address = IPAddress(text) else { throw ArgumentReason( "not an IPv4 or IPv6 address") }
+        return address
+    }
+    public var defaultValueDescription: String { description }
+}
+
+extension SocketAddress: ExpressibleByArgument, ArgumentValue {
+    public static func parse(_ text: String) throws -> SocketAddress {
+        guard let address = SocketAddress(parsing: text) else {
+            throw ArgumentReason( "expected ADDR:PORT, such as 0.0.0.0:8000 or [::]:8000")
+        }
+        return address
+    }
+    public var defaultValueDescription: String { description }
+}
+
+extension CIDR: ExpressibleByArgument, ArgumentValue {
+    public static func parse(_ text: String) throws -> CIDR {
+        guard let block = CIDR(text) else { throw ArgumentReason("not an address block such as 10.0.0.0/8") }
+        return block
+    }
+    public var defaultValueDescription: String { description }
+}
+
+/// A duration given in seconds, fractions allowed: more than 0 and finite. (Upper bounds differ per option and
+/// are checked by the command's `validate()`.)
+struct Seconds: ArgumentValue, Sendable, Equatable {
+    let value: Double
+
+    init(_ value: Double) { self.value = value }
+
+    static func parse(_ text: String) throws -> Seconds {
+        guard let value = Double(text), value.isFinite, value > 0 else {
+            throw ArgumentReason( "must be a number of seconds more than 0")
+        }
+        return Seconds(value)
+    }
+
+    var duration: Duration { .milliseconds(Int64((value * 1000).rounded(.up))) }
+    var defaultValueDescription: String { SweepCommand.text(value) }
+}
+
+/// `--tcp-only` / `--udp-only`, shared by sweep and listen.
+struct TransportOptions: ParsableArguments {
+    @Flag(name: .long, help: "TCP only (default: TCP and UDP).")
+    var tcpOnly = false
+
+    @Flag(name: .long, help: "UDP only (default: TCP and UDP).")
+    var udpOnly = false
+
+    func validate() throws {
+        if tcpOnly && udpOnly { throw ValidationError("--tcp-only and --udp-only exclude each other") }
+    }
+
+    var transports: Set<Transport> { tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp] }
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+@testable import PortsweepCLI
+import PortsweepEngine
+import Testing
+import UVLoop
+
+/// The command line parsed in this process: each value parsed once, bad values named in one line.
+@Suite struct ParsingTests {
+    static func message(_ arguments: [String]) -> String? {
+        do {
+            _ = try PortsweepCommand.parseAsRoot(joinNegativeValues(arguments))
+            return nil
+        } catch {
+            return PortsweepCommand.message(for: error)
+        }
+    }
+
+    @Test(arguments: [
+        (["sweep", "--ports", "70000"], "70000"),
+        (["sweep", "--target", "999.1.1.1"], "999.1.1.1"),
+        (["sweep", "--timeout", "-1"], "-1"),
+        (["listen", "--ports", "1", "--reply", "loud"], "loud"),
+        (["listen", "--ports", "1", "--bind", "nowhere"], "nowhere"),
+        (["serve", "--listen", "localhost"], "localhost"),
+        (["serve", "--trust-proxy", "10.0.0.0/99"], "10.0.0.0/99"),
+        (["serve", "--rate-limit", "4"], "'4'"),
+        (["listen", "--ports", "1", "--idle-timeout", "0"], "'0'"),
+    ])
+    func aBadValueIsNamed(arguments: [String], value: String) {
+        let message = Self.message(arguments)
+        #expect(message?.contains(value) == true, "\(arguments): \(message ?? "parsed")")
+    }
+
+    /// Each value is parsed once, where it is declared: the command holds typed values.
+    @Test func valuesArriveTyped() throws {
+        let sweep = try #require(try PortsweepCommand.parseAsRoot(["sweep", "--ports", "1-3,7", "--target", "::1", "--timeout", "0.25", "--tcp-only"]) as? SweepCommand)
+        #expect(sweep.ports?.sorted == [1, 2, 3, 7] && sweep.target == .loopbackV6)
+        #expect(sweep.timeout.duration == .milliseconds(250) && sweep.protocols.transports == [.tcp])
+        let serve = try #require(try PortsweepCommand.parseAsRoot(["serve", "--listen", "[::1]:8080", "--trust-proxy", "10.0.0.0/8", "--rate-limit", "off"]) as? ServeCommand)
+        #expect(serve.listen == SocketAddress(.loopbackV6, port: 8080) && serve.trustProxy == [CIDR("10.0.0.0/8")!])
+        #expect(serve.rateLimit.limit == nil)
+        let listen = try #require(try PortsweepCommand.parseAsRoot(["listen", "--ports", "8000", "--udp-only"]) as? ListenCommand)
+        #expect(listen.bind == .anyV4 && listen.protocols.transports == [.udp] && listen.idleTimeout.value == 60)
+    }
+
+    @Test func goodValuesParse() throws {
+        #expect(Self.message(["sweep", "--ports", "1-1024,8080", "--target", "127.0.0.1"]) == nil)
+        #expect(Self.message(["listen", "--ports", "8000-8010", "--reply", "echo", "--bind", "::1"]) == nil)
+        #expect(Self.message(["serve", "--listen", "[::1]:8080"]) == nil)
+    }
+}

@@ -1,0 +1,75 @@
+import PortsweepEngine
+import PortsweepHTTP
+import PortsweepListen
+import Testing
+import UVLoop
+
+/// `Listen` in this process, on loopback, without the command: what it answers, what it reports, and loops
+/// that stop with no handle left open.
+@Suite(.timeLimit(.minutes(1))) struct InProcessListenTests {
+    /// A port nobody holds right now: bound on port 0 and let go.
+    static func freePort(on loop: EventLoop) async throws -> UInt16 {
+        let probe = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let port = try #require(await probe.localAddress).port
+        await probe.close()
+        return port
+    }
+
+    static func readAll(_ connection: TCPConnection) async throws -> String {
+        var reply: [UInt8] = []
+        while true {
+            let chunk = try await connection.read(timeout: .seconds(5))
+            if chunk.isEmpty { break }
+            reply += chunk
+        }
+        return String(decoding: reply, as: UTF8.self)
+    }
+
+    @Test func httpRepliesOnItsPortReportsTheConnectionAndClosesClean() async throws {
+        let group = try EventLoopGroup(loopCount: 2)
+        let port = try await Self.freePort(on: group.loops[0])
+        let listen = Listen(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp]),
+                            group: group, descriptors: .current())
+        let start = try await listen.start()
+        #expect(start.held == 1 && start.failures.isEmpty && start.workers == 0)
+
+        let client = try await TCPConnection.connect(to: SocketAddress(.loopbackV4, port: port), on: group.loops[1],
+                                                     timeout: .seconds(5))
+        try await client.write(Array("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: .seconds(5))
+        let reply = try await Self.readAll(client)
+        await client.close()
+        #expect(reply.hasPrefix("HTTP/1.1 200 OK") && reply.contains("Port test successful!"), "\(reply)")
+
+        var events = listen.events.makeAsyncIterator()
+        guard case .connection(let record)? = await events.next() else {
+            Issue.record("the first event is not the connection")
+            return
+        }
+        #expect(record.localPort == port && record.requests == 1 && record.client?.ip == .loopbackV4)
+        await listen.stop()
+        #expect(await events.next() == nil, "the events end when the listen stops")
+        group.shutdown()
+        #expect(group.loops.map(\.handlesLeftOpen) == [0, 0])
+    }
+
+    @Test func aHeldPortIsAFailureWithItsHolderAndTheRestServe() async throws {
+        let group = try EventLoopGroup(loopCount: 1)
+        let held = try await TCPListener.listen(on: SocketAddress(.anyV4, port: 0), loop: group.loops[0])
+        let heldPort = try #require(await held.localAddress).port
+        let listen = Listen(ListenConfiguration(ports: PortSet([heldPort]), transports: [.tcp]), group: group,
+                            descriptors: .current())
+        let start = try await listen.start()
+        #expect(start.held == 0)
+        #expect(start.failures.map(\.port) == [heldPort] && start.failures.first?.errno == EADDRINUSE)
+        #expect(start.failures.first?.holder?.description.contains("pid \(getpid())") == true,
+                "\(String(describing: start.failures.first?.holder))")
+        await listen.stop()
+        await held.close()
+        group.shutdown()
+        #expect(group.loops[0].handlesLeftOpen == 0)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
