@@ -30,6 +30,8 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     /// Deferred: requests read but not answered yet, and the task answering the first.
     private var waiting: [HTTPRequestHead] = []
     private var answering: Task<Void, Never>?
+    /// The answer in progress is a stream: a drain ends it (an event stream may never end by itself).
+    private var streaming = false
 
     public init(_ responder: Responder, limits: ConnectionLimits) {
         self.responder = responder
@@ -76,8 +78,12 @@ public final class HTTPConnectionHandler: ConnectionHandler {
         case .deferred(let handler):
             waiting += heads
             if answering == nil { answerNext(with: handler, on: connection) }
+            if streaming && waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming { connection.pauseReading(true) }
         }
     }
+
+    /// Requests read ahead while a stream is being sent, before reading pauses.
+    static let maxWaitingWhileStreaming = 8
 
     /// Method, spaces and version around the target: `OPTIONS ` + ` HTTP/1.1\r\n`.
     static let requestLineOverhead = 32
@@ -95,13 +101,22 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     }
 
     public func draining(_ connection: Connection) {
-        // The answer in progress goes out with `Connection: close`; a request half-read is not waited for.
+        // The answer in progress goes out with `Connection: close`; a request half-read is not waited for; a
+        // stream ends here, whole (its last chunk sent).
+        if streaming {
+            answering?.cancel()
+            answering = nil
+            streaming = false
+            connection.send(HTTPResponseWriter.lastChunk)
+            return connection.finish(end: "server stopping")
+        }
         if answering == nil { connection.finish(end: "server stopping") }
     }
 
     public func closed(_ connection: Connection) {
         answering?.cancel()
         answering = nil
+        streaming = false
         waiting = []
     }
 
@@ -150,13 +165,55 @@ public final class HTTPConnectionHandler: ConnectionHandler {
         answering = nil
         guard !connection.isClosing else { return }
         let keepAlive = head.keepAlive && !framer.isUpgraded && !connection.isDraining
-        connection.send(HTTPResponseWriter.bytes(response, keepAlive: keepAlive, headOnly: head.isHead))
+        if let stream = response.stream, !head.isHead {
+            return sendStream(stream, response, keepAlive: keepAlive, with: handler, on: connection)
+        }
+        if response.stream != nil {
+            connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive))
+        } else {
+            connection.send(HTTPResponseWriter.bytes(response, keepAlive: keepAlive, headOnly: head.isHead))
+        }
+        next(keepAlive: keepAlive, with: handler, on: connection)
+    }
+
+    /// After an answer: close, read on, or answer the next request already read.
+    private func next(keepAlive: Bool, with handler: @escaping Handler, on connection: Connection) {
         connection.setBusy(false)
         if !keepAlive { return connection.finish(end: "served") }
         if waiting.isEmpty {
             connection.pauseReading(false)
         } else {
             answerNext(with: handler, on: connection)
+        }
+    }
+
+    /// Sends a streamed body chunk by chunk as the handler's stream yields, then goes on as after any answer.
+    /// The connection stays busy (no idle deadline) while the stream runs.
+    private func sendStream(_ chunks: AsyncStream<[UInt8]>, _ response: ServerResponse, keepAlive: Bool,
+                        with handler: @escaping Handler, on connection: Connection) {
+        connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive))
+        streaming = true
+        // Reading goes on while a stream runs: a client that leaves is seen at once (an event stream may send
+        // nothing for minutes), and what it pipelines meanwhile waits its turn, a few requests at most.
+        connection.pauseReading(waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming)
+        let box = LoopBox((self, connection), loop: connection.loop)
+        answering = Task(executorPreference: connection.loop) {
+            for await chunk in chunks {
+                let (_, connection) = box.value
+                guard !connection.isClosing, !Task.isCancelled else { return }
+                // A reader that falls this far behind is cut: what it does not read is never queued without end.
+                if connection.stream.queuedBytes > connection.limits.maxQueuedBytes {
+                    return connection.close(end: "stream reader too slow")
+                }
+                if !chunk.isEmpty { connection.send(HTTPResponseWriter.chunk(chunk)) }
+            }
+            guard !Task.isCancelled else { return }
+            let (me, connection) = box.value
+            guard !connection.isClosing else { return }
+            me.answering = nil
+            me.streaming = false
+            connection.send(HTTPResponseWriter.lastChunk)
+            me.next(keepAlive: keepAlive, with: handler, on: connection)
         }
     }
 
