@@ -2,7 +2,11 @@
 //
 // portsweep: every port of a range, listened on and probed at once, on libuv loops.
 // Layers (each depends only on those below it):
-//   portsweep (executable) → PortsweepCLI → PortsweepReport / PortsweepSweep → PortsweepEngine → UVLoop → CLibUV
+//   CLI          portsweep (executable) → PortsweepCLI: parse, validate, call one mode, render
+//   modes        PortsweepSweep, PortsweepListen, PortsweepServe (each its one home), PortsweepReport (rendering)
+//   shared       PortsweepHTTP (the one HTTP/1.1 server), PortsweepEngine (values, probes, scheduler)
+//   loop         UVLoop: the only target that sees libuv (imported internally)
+//   C shims      CLibUV, CHTTPParser: module maps of Debian's libuv1-dev and libhttp-parser-dev
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -29,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // C shims: module maps and nothing else.
@@ -42,7 +47,7 @@ let package = Package(
         // The engine: domain values, per-port state machines, the scheduler.
         .target(
             name: "PortsweepEngine",
-            dependencies: ["UVLoop", "PortsweepHTTP"],
+            dependencies: ["UVLoop"],
             swiftSettings: strict),
 
         // HTTP/1.1 request framing (http-parser behind an interface of our own), shared by listen and serve.
@@ -51,6 +56,7 @@ let package = Package(
             dependencies: [
                 "CHTTPParser", "UVLoop",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ],
             swiftSettings: strict),
@@ -58,11 +64,11 @@ let package = Package(
         // The sweep mode: a configuration in, an AsyncSequence of results out.
         .target(
             name: "PortsweepSweep",
-            dependencies: ["PortsweepEngine", "UVLoop", .product(name: "Metrics", package: "swift-metrics")],
+            dependencies: ["PortsweepEngine", "UVLoop", .product(name: "Metrics", package: "swift-metrics"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict),
 
         // The listen mode: hold listeners on a range, reply, and stream what happens as events.
-        .target(name: "PortsweepListen", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
+        .target(name: "PortsweepListen", dependencies: ["PortsweepEngine", "PortsweepHTTP", "UVLoop", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")], swiftSettings: strict),
 
         // The serve mode: the "check my port" web service on the loop.
         .target(
@@ -87,6 +93,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .executableTarget(name: "portsweep", dependencies: ["PortsweepCLI"], swiftSettings: strict),

@@ -147,17 +147,18 @@ struct ListenCommand: AsyncParsableCommand {
         let test = selfTest ? Task { [target] in
             await selfTestReport(configuration, target: target, group: group, log: log)
         } : nil
-        let stopper = Task {
-            let signal = try await signals.next()
-            log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
-            await listen.stop()
+        // The listen holds its ports until a signal; its events end when it has closed them.
+        let lifecycle = Task {
+            try await Lifecycle.run([listen], signals: signals) { signal in
+                log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
+            }
         }
         for await event in listen.events {
             stats.record(event)
             log.write(event)
             log.flush()  // the log is live: a line as each connection ends
         }
-        stopper.cancel()
+        _ = try await lifecycle.value
         test?.cancel()
         status?.cancel()
         await status?.value

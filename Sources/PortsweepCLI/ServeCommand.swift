@@ -121,10 +121,11 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.localError)
         }
         notes.info("serving /check_port on \(server.localAddress)")
-        let signal = try await signals.next()
-        notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
-        await server.drain(within: configuration.probeTimeout + .seconds(2))
-        await server.stop()
+        // Served until a signal; then the drain ends when the last check in flight has its answer.
+        let serving = HTTPServerService(server, drainWithin: configuration.probeTimeout + .seconds(2))
+        _ = try await Lifecycle.run([serving], signals: signals) { signal in
+            notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        }
     }
 }
 

@@ -139,38 +139,18 @@ struct SweepCommand: AsyncParsableCommand {
         logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout.value) s per step")
         logger.info("\(sweep.plan)")
 
-        let interrupter = Task { () -> Int32? in
-            guard let signal = try? await signals.next() else { return nil }
-            sweep.interrupt()
-            return signal
-        }
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
         let progressTask = progress.map { bar in Task { await bar.run() } }
-
-        var renderer = ResultRenderer(options: RenderOptions(
+        let output = SweepOutput(renderer: ResultRenderer(options: RenderOptions(
             format: format.value, grouped: !noGroup, showProtocol: alwaysPrintProtocol,
-            errorCodes: errorCodes, detailed: verbose, bothProtocols: configuration.transports.count == 2))
-        let out = OutputBuffer()
-        var singleOutcome = Outcome.pass
-        var failure: (any Error)?
-        do {
-            if !singlePort { out.write(renderer.header()) }
-            for try await result in sweep.results() {
-                if singlePort {
-                    singleOutcome.formUnion(result.outcome)
-                } else {
-                    out.write(renderer.add(result))
-                }
-            }
-        } catch {
-            failure = error
-        }
-        if !singlePort { out.write(renderer.finish()) }
-        out.flush()
-        interrupter.cancel()
-        let signal = await interrupter.value
+            errorCodes: errorCodes, detailed: verbose, bothProtocols: configuration.transports.count == 2)),
+            singlePort: singlePort)
+        // The sweep runs as a service; a signal interrupts it and every result it had is still written.
+        let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }],
+                                             signals: signals)
         progressTask?.cancel()
         await progressTask?.value
+        let (singleOutcome, failure) = (output.singleOutcome, output.failure)
 
         if let failure {
             Terminal.error("portsweep: \(failure)\n")
@@ -213,6 +193,38 @@ struct OutputFormatArgument: ExpressibleByArgument {
 
     static var allValueStrings: [String] { OutputFormat.allCases.map(\.rawValue) }
     var defaultValueDescription: String { value.rawValue }
+}
+
+/// Where a sweep's results go as they come: rendered to stdout (or, for --test-single-port, folded into one
+/// outcome). Used by one task at a time: the sweep service's, then the command's once the service has ended.
+final class SweepOutput: @unchecked Sendable {
+    private var renderer: ResultRenderer
+    private let singlePort: Bool
+    private let out = OutputBuffer()
+    private(set) var singleOutcome = Outcome.pass
+    private(set) var failure: (any Error)?
+
+    init(renderer: ResultRenderer, singlePort: Bool) {
+        self.renderer = renderer
+        self.singlePort = singlePort
+    }
+
+    func consume(_ results: SweepResults) async {
+        do {
+            if !singlePort { out.write(renderer.header()) }
+            for try await result in results {
+                if singlePort {
+                    singleOutcome.formUnion(result.outcome)
+                } else {
+                    out.write(renderer.add(result))
+                }
+            }
+        } catch {
+            failure = error
+        }
+        if !singlePort { out.write(renderer.finish()) }
+        out.flush()
+    }
 }
 
 /// Buffers stdout lines and writes them in large chunks (or line by line to a terminal), below any status line.
