@@ -62,3 +62,14 @@ public enum Shard {
         return ShardHandle(loop: loop, scheduler: scheduler)
     }
 }
+
+extension Shard {
+    /// Ports dealt over `loops` in runs of 64 consecutive ports, round-robin: every loop works near the same part
+    /// of the range, so results stream out in order with little buffering, and a loop's listeners are
+    /// neighbours. The one dealing of the sweep and of listen.
+    public static func deal(_ ports: [UInt16], over loops: Int) -> [[UInt16]] {
+        var shares = [[UInt16]](repeating: [], count: max(1, loops))
+        for (i, port) in ports.enumerated() { shares[(i / 64) % shares.count].append(port) }
+        return shares
+    }
+}

@@ -23,7 +23,8 @@ extension ConnectionHandler {
 }
 
 /// How a connection ended, for the log and the statistics.
-public struct ConnectionRecord: Sendable, Equatable {
+/// Codable: a worker process reports its connections to the parent.
+public struct ConnectionRecord: Sendable, Equatable, Codable {
     public var localPort: UInt16
     public var client: SocketAddress?
     public var bytesIn: Int

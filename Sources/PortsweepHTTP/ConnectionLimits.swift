@@ -2,7 +2,8 @@ public import Synchronization
 
 /// Limits that keep a server answering whatever its clients do: no client holds more than its share of
 /// connections, memory or time. One set for listen's listeners and serve's web service.
-public struct ConnectionLimits: Sendable {
+/// Codable: a listen hands its limits to its worker processes.
+public struct ConnectionLimits: Sendable, Codable, Equatable {
     /// Open connections at most over the whole server: every loop and, through a shared `ConnectionBudget`,
     /// every worker process. At the cap the least recently active connection makes room for a new one.
     public var maxConnections: Int = 10_000

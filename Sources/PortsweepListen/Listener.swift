@@ -161,8 +161,7 @@ final class LocalListener: Sendable {
     /// Opens every port; returns those that could not be held, with their holders where /proc shows them.
     func start() async -> [ListenFailure] {
         let loops = group.loops
-        var shares = [[UInt16]](repeating: [], count: loops.count)
-        for (i, port) in configuration.ports.sorted.enumerated() { shares[(i / 64) % loops.count].append(port) }
+        let shares = Shard.deal(configuration.ports.sorted, over: loops.count)
         let (configuration, budget, continuation, own) = (self.configuration, self.budget, self.continuation, ownUDPPorts)
         let opened = await withTaskGroup(of: (LoopBox<ListenShard>, [ListenFailure]).self) { tasks in
             for (loop, share) in zip(loops, shares) where !share.isEmpty {

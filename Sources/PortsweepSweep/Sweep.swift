@@ -108,10 +108,7 @@ public final class Sweep: Sendable {
         if alreadyStarted { throw .alreadyStarted }
         self.board.withLock { $0 = board }
 
-        // Chunks of 64 consecutive ports dealt round-robin: every loop works near the release cursor, so results
-        // stream out in order with little buffering.
-        var shares = [[UInt16]](repeating: [], count: plan.loops)
-        for (i, port) in ports.enumerated() { shares[(i / 64) % plan.loops].append(port) }
+        let shares = Shard.deal(ports, over: plan.loops)
         // UDP first: its shared client socket is opened once per shard, before TCP ports take descriptors.
         for transport in transports.reversed() {
             let share = plan.shares[transport]!

@@ -31,6 +31,26 @@ enum ControlMessages {
         }
     }
 
+    /// One `recvmsg`: the datagram into `payload`, its source into `name`, ancillary records into `control`.
+    /// Returns the byte count (-1 with `errno` set on failure) and the length of the records written.
+    static func receive(_ fd: Int32, payload: UnsafeMutableRawBufferPointer, control: UnsafeMutableRawBufferPointer,
+                        name: inout sockaddr_storage, flags: Int32) -> (count: Int, controlLength: Int) {
+        withUnsafeMutablePointer(to: &name) { namePointer in
+            var iov = iovec(iov_base: payload.baseAddress, iov_len: payload.count)
+            return withUnsafeMutablePointer(to: &iov) { iovPointer in
+                var message = msghdr()
+                message.msg_name = UnsafeMutableRawPointer(namePointer)
+                message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                message.msg_iov = iovPointer
+                message.msg_iovlen = 1
+                message.msg_control = control.baseAddress
+                message.msg_controllen = control.count
+                let n = recvmsg(fd, &message, flags)
+                return (n, n < 0 ? 0 : message.msg_controllen)
+            }
+        }
+    }
+
     /// Writes one record at the start of `buffer` (which has `space(data.count)` bytes); returns its space.
     static func write(level: Int32, type: Int32, data: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawPointer) -> Int {
         let total = space(data.count)

@@ -94,21 +94,8 @@ public final class DatagramSocket {
         precondition(MemoryLayout.size(ofValue: control) >= controlSize)
         for _ in 0..<DatagramSocket.batch {
             guard !isClosing else { return }
-            let received: (count: Int, controlLength: Int) = withUnsafeMutableBytes(of: &control) { controlBytes in
-                withUnsafeMutablePointer(to: &name) { namePointer in
-                    var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-                    return withUnsafeMutablePointer(to: &iov) { iovPointer in
-                        var message = msghdr()
-                        message.msg_name = UnsafeMutableRawPointer(namePointer)
-                        message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                        message.msg_iov = iovPointer
-                        message.msg_iovlen = 1
-                        message.msg_control = controlBytes.baseAddress
-                        message.msg_controllen = controlBytes.count
-                        let n = recvmsg(fd, &message, Int32(MSG_DONTWAIT))
-                        return (n, n < 0 ? 0 : message.msg_controllen)
-                    }
-                }
+            let received = withUnsafeMutableBytes(of: &control) { controlBytes in
+                ControlMessages.receive(fd, payload: buffer, control: controlBytes, name: &name, flags: Int32(MSG_DONTWAIT))
             }
             if received.count < 0 {
                 if errno == EINTR { continue }

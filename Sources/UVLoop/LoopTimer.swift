@@ -1,27 +1,60 @@
 import CLibUV
 
+/// What a kit handle's `data` points to: the action its callback runs, and the Swift object that owns the
+/// handle, kept alive from `init` until libuv's close callback (the handle's memory is freed there too).
+final class HandleBox {
+    var owner: AnyObject?
+    let action: () -> Void
+    var onClosed: (() -> Void)?
+
+    init(owner: AnyObject, action: @escaping () -> Void) {
+        self.owner = owner
+        self.action = action
+    }
+
+    /// Stores a retained box in `handle.data`.
+    static func attach(_ handle: UnsafeMutablePointer<uv_handle_t>, owner: AnyObject, action: @escaping () -> Void) {
+        handle.pointee.data = Unmanaged.passRetained(HandleBox(owner: owner, action: action)).toOpaque()
+    }
+
+    /// Runs the action of the handle's box (from a libuv callback).
+    @inline(__always)
+    static func run(_ handle: UnsafeMutableRawPointer?) {
+        let handle = handle!.assumingMemoryBound(to: uv_handle_t.self)
+        Unmanaged<HandleBox>.fromOpaque(handle.pointee.data).takeUnretainedValue().action()
+    }
+
+    /// `uv_close`; then the box and its owner are released, the handle freed, and `closed` run.
+    static func close(_ handle: UnsafeMutablePointer<uv_handle_t>, then closed: (() -> Void)?) {
+        Unmanaged<HandleBox>.fromOpaque(handle.pointee.data).takeUnretainedValue().onClosed = closed
+        uv_close(handle) { handle in
+            let box = Unmanaged<HandleBox>.fromOpaque(handle!.pointee.data)
+            let closed = box.takeUnretainedValue().onClosed
+            box.takeUnretainedValue().owner = nil
+            box.release()
+            UnsafeMutableRawPointer(handle!).deallocate()
+            closed?()
+        }
+    }
+}
+
 /// A timer of the callback kit: runs `action` on its loop after a delay, and again every `repeat` if given.
 /// Loop thread only; closed only by `close()`.
 public final class LoopTimer {
     public let loop: EventLoop
     private let timer = uvAllocate(uv_timer_t.self)
-    private let action: () -> Void
     private var isClosing = false
-    private var onClosed: (() -> Void)?
 
     public init(on loop: EventLoop, _ action: @escaping () -> Void) {
         loop.preconditionInEventLoop()
         self.loop = loop
-        self.action = action
         uv_timer_init(loop.uv, timer)
-        timer.pointee.data = Unmanaged.passRetained(self).toOpaque()  // released in the close callback
+        HandleBox.attach(uvHandle(timer), owner: self, action: action)
     }
 
     public func start(after delay: Duration, repeat interval: Duration? = nil) {
         guard !isClosing else { return }
-        uv_timer_start(timer, { handle in
-            Unmanaged<LoopTimer>.fromOpaque(handle!.pointee.data).takeUnretainedValue().action()
-        }, delay.milliseconds, interval.map { max(1, $0.milliseconds) } ?? 0)
+        uv_timer_start(timer, { HandleBox.run($0) }, delay.milliseconds, interval.map { max(1, $0.milliseconds) } ?? 0)
     }
 
     public func stop() {
@@ -35,14 +68,7 @@ public final class LoopTimer {
     public func close(then closed: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
-        onClosed = closed
-        uv_close(uvHandle(timer)) { handle in
-            let timer = Unmanaged<LoopTimer>.fromOpaque(handle!.pointee.data)
-            let closed = timer.takeUnretainedValue().onClosed
-            timer.release()
-            UnsafeMutableRawPointer(handle!).deallocate()
-            closed?()
-        }
+        HandleBox.close(uvHandle(timer), then: closed)
     }
 }
 
@@ -50,18 +76,13 @@ public final class LoopTimer {
 /// callbacks (events, results) is handed on in one batch. Loop thread only; closed only by `close()`.
 public final class IterationHook {
     private let check = uvAllocate(uv_check_t.self)
-    private let action: () -> Void
     private var isClosing = false
-    private var onClosed: (() -> Void)?
 
     public init(on loop: EventLoop, _ action: @escaping () -> Void) {
         loop.preconditionInEventLoop()
-        self.action = action
         uv_check_init(loop.uv, check)
-        check.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        uv_check_start(check) { handle in
-            Unmanaged<IterationHook>.fromOpaque(handle!.pointee.data).takeUnretainedValue().action()
-        }
+        HandleBox.attach(uvHandle(check), owner: self, action: action)
+        uv_check_start(check) { HandleBox.run($0) }
         // A check handle never keeps the loop running by itself.
         uv_unref(uvHandle(check))
     }
@@ -70,14 +91,7 @@ public final class IterationHook {
     public func close(then closed: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
-        onClosed = closed
-        uv_close(uvHandle(check)) { handle in
-            let hook = Unmanaged<IterationHook>.fromOpaque(handle!.pointee.data)
-            let closed = hook.takeUnretainedValue().onClosed
-            hook.release()
-            UnsafeMutableRawPointer(handle!).deallocate()
-            closed?()
-        }
+        HandleBox.close(uvHandle(check), then: closed)
     }
 }
 
@@ -85,22 +99,16 @@ public final class IterationHook {
 /// work split over iterations, such as starting ports in batches. Loop thread only; closed only by `close()`.
 public final class IdleHook {
     private let idle = uvAllocate(uv_idle_t.self)
-    private let action: () -> Void
     private var isClosing = false
-    private var onClosed: (() -> Void)?
 
     public init(on loop: EventLoop, _ action: @escaping () -> Void) {
         loop.preconditionInEventLoop()
-        self.action = action
         uv_idle_init(loop.uv, idle)
-        idle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        HandleBox.attach(uvHandle(idle), owner: self, action: action)
     }
 
     public func start() {
-        guard !isClosing else { return }
-        uv_idle_start(idle) { handle in
-            Unmanaged<IdleHook>.fromOpaque(handle!.pointee.data).takeUnretainedValue().action()
-        }
+        if !isClosing { uv_idle_start(idle) { HandleBox.run($0) } }
     }
 
     public func stop() {
@@ -110,14 +118,7 @@ public final class IdleHook {
     public func close(then closed: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
-        onClosed = closed
-        uv_close(uvHandle(idle)) { handle in
-            let hook = Unmanaged<IdleHook>.fromOpaque(handle!.pointee.data)
-            let closed = hook.takeUnretainedValue().onClosed
-            hook.release()
-            UnsafeMutableRawPointer(handle!).deallocate()
-            closed?()
-        }
+        HandleBox.close(uvHandle(idle), then: closed)
     }
 }
 

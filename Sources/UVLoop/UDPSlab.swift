@@ -128,24 +128,10 @@ public final class UDPSlab {
         var control = [UInt8](repeating: 0, count: 512)
         var payload = [UInt8](repeating: 0, count: 64)
         while true {
-            var length = 0
-            let n = payload.withUnsafeMutableBytes { payloadBytes in
+            let (n, length) = payload.withUnsafeMutableBytes { payloadBytes in
                 control.withUnsafeMutableBytes { controlBytes in
-                    withUnsafeMutablePointer(to: &name) { namePointer in
-                        var iov = iovec(iov_base: payloadBytes.baseAddress, iov_len: payloadBytes.count)
-                        return withUnsafeMutablePointer(to: &iov) { iovPointer in
-                            var message = msghdr()
-                            message.msg_name = UnsafeMutableRawPointer(namePointer)
-                            message.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                            message.msg_iov = iovPointer
-                            message.msg_iovlen = 1
-                            message.msg_control = controlBytes.baseAddress
-                            message.msg_controllen = controlBytes.count
-                            let n = recvmsg(fd, &message, Int32(MSG_ERRQUEUE) | Int32(MSG_DONTWAIT))
-                            length = message.msg_controllen
-                            return n
-                        }
-                    }
+                    ControlMessages.receive(fd, payload: payloadBytes, control: controlBytes, name: &name,
+                                            flags: Int32(MSG_ERRQUEUE) | Int32(MSG_DONTWAIT))
                 }
             }
             if n < 0 { return }

@@ -185,8 +185,10 @@ enum TestSockets {
     @Test func cancellingTheConsumerStopsTheSweep() async throws {
         let group = try EventLoopGroup(loopCount: 2)
         defer { group.shutdown() }
-        // 40,000 ports one at a time per loop: seconds of work, so the cancellation lands mid-sweep.
-        let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "20000-59999"), concurrency: 1), group: group)
+        // 128,000 tests one at a time per loop, TCP and UDP: many seconds of work (about 3 s per 40,000 TCP
+        // ports even so), so the cancellation lands mid-sweep even when other suites keep the consumer waiting.
+        let sweep = try Sweep(SweepConfiguration(ports: try PortSet(parsing: "1024-65535"), concurrency: 1,
+                                                 transports: [.tcp, .udp]), group: group)
         let consumer = Task {
             var seen = 0
             for try await _ in sweep.results() {
