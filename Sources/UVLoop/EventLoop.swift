@@ -111,9 +111,18 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
         from(uvHandle(handle).pointee.loop.pointee.data)
     }
 
+    /// Loop iterations a shutdown grants to closes under way before it closes what is left (see `threadMain`).
+    static let settlingRounds = 16
+
     private func threadMain() {
         loopThread.store(UInt(pthread_self()), ordering: .releasing)
         uv_run(uv, UV_RUN_DEFAULT)
+        // Closes already under way finish first: a close callback often closes the next handle of its owner
+        // (a slab's last slot, then the owner's timers), and those owners are not "left open". A few rounds
+        // settle such chains; handles nobody will ever close keep the loop alive, hence the bound.
+        for _ in 0..<Self.settlingRounds where uv_loop_alive(uv) != 0 {
+            uv_run(uv, UV_RUN_NOWAIT)
+        }
         // Whatever an owner left open is counted and closed now (its memory is abandoned: nobody closed it).
         var open = 0
         uv_walk(uv, { handle, open in

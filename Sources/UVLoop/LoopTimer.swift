@@ -26,7 +26,15 @@ final class HandleBox {
 
     /// `uv_close`; then the box and its owner are released, the handle freed, and `closed` run.
     static func close(_ handle: UnsafeMutablePointer<uv_handle_t>, then closed: (() -> Void)?) {
-        Unmanaged<HandleBox>.fromOpaque(handle.pointee.data).takeUnretainedValue().onClosed = closed
+        let box = Unmanaged<HandleBox>.fromOpaque(handle.pointee.data)
+        if uv_is_closing(handle) != 0 {
+            // The loop's shutdown closed it as left open (its memory stays libuv's, then is abandoned): the
+            // owner is let go and hears `closed` now, so a chain of closes under way still reaches its end.
+            box.takeUnretainedValue().owner = nil
+            box.release()
+            return closed?() ?? ()
+        }
+        box.takeUnretainedValue().onClosed = closed
         uv_close(handle) { handle in
             let box = Unmanaged<HandleBox>.fromOpaque(handle!.pointee.data)
             let closed = box.takeUnretainedValue().onClosed

@@ -156,6 +156,8 @@ public final class TCPSlab {
     /// Closes the slot; the delegate hears `closed`. `reset`: end a connected socket with an RST (faster than
     /// a FIN, and no TIME_WAIT left behind), falling back to a normal close when that cannot be done.
     public func close(_ slot: Int32, reset: Bool = false) {
+        // Already closing only when the loop's shutdown closed what was left open: the slab is abandoned with it.
+        guard uv_is_closing(uvHandle(handle(slot))) == 0 else { return }
         if !reset || uv_tcp_close_reset(handle(slot), TCPSlab.onClose) != 0 {
             uv_close(uvHandle(handle(slot)), TCPSlab.onClose)
         }
@@ -166,8 +168,10 @@ public final class TCPSlab {
     private static let onClose: uv_close_cb = { handle in
         let slab = TCPSlab.slab(handle!.pointee.data)
         slab.openSlots -= 1
+        // Decided before the delegate hears it: a delegate that opens a slot again retains the slab anew.
+        let last = slab.openSlots == 0
         slab.delegate?.closed(slab, index(handle!, in: slab.handles))
-        if slab.openSlots == 0 { Unmanaged.passUnretained(slab).release() }
+        if last { Unmanaged.passUnretained(slab).release() }
     }
 
     private static let allocate: uv_alloc_cb = { handle, _, buf in

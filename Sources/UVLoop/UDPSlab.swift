@@ -152,6 +152,8 @@ public final class UDPSlab {
 
     /// Closes the slot; the delegate hears `closed`.
     public func close(_ slot: Int32) {
+        // Already closing only when the loop's shutdown closed what was left open: the slab is abandoned with it.
+        guard uv_is_closing(uvHandle(handle(slot))) == 0 else { return }
         uv_close(uvHandle(handle(slot)), UDPSlab.onClose)
     }
 
@@ -160,8 +162,10 @@ public final class UDPSlab {
     private static let onClose: uv_close_cb = { handle in
         let slab = UDPSlab.slab(handle!.pointee.data)
         slab.openSlots -= 1
+        // Decided before the delegate hears it: a delegate that opens a slot again retains the slab anew.
+        let last = slab.openSlots == 0
         slab.delegate?.closed(slab, slab.slot(of: UnsafeMutableRawPointer(handle!).assumingMemoryBound(to: uv_udp_t.self)))
-        if slab.openSlots == 0 { Unmanaged.passUnretained(slab).release() }
+        if last { Unmanaged.passUnretained(slab).release() }
     }
 
     private static let allocate: uv_alloc_cb = { handle, _, buf in

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import UVLoop
 
@@ -88,6 +89,29 @@ import UVLoop
         let start = ContinuousClock.now
         try await Self.group.next().sleep(for: .milliseconds(50))
         #expect(ContinuousClock.now - start >= .milliseconds(45))
+    }
+
+    /// A shutdown that lands while a chain of closes is under way (one close callback closing the owner's next
+    /// handle, as a sweep's shard does when its consumer leaves) lets the chain finish: nothing is counted as
+    /// left open and no handle is closed twice (libuv aborts on that).
+    @Test func aShutdownLetsClosesUnderWayFinish() throws {
+        let loop = try EventLoop(name: "settle-test")
+        let chainEnded = Flag()
+        loop.execute {
+            let first = LoopTimer(on: loop) {}, second = LoopTimer(on: loop) {}, third = IdleHook(on: loop) {}
+            first.close {
+                second.close { third.close { chainEnded.set() } }
+            }
+        }
+        loop.shutdown()
+        #expect(chainEnded.isSet)
+        #expect(loop.handlesLeftOpen == 0)
+    }
+
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
     }
 
     @Test func addressesParseAndPrint() {

@@ -195,4 +195,58 @@ import Glibc
         loop.shutdown()
         #expect(loop.handlesLeftOpen == 0)
     }
+
+    /// Reopens slot 0 from its `closed` callback (as a probe reuses a slot for the next port), twice, then lets
+    /// the slab go: it must be freed, on whichever slab kind. Loop thread only.
+    final class Reopener: TCPSlabDelegate, UDPSlabDelegate, @unchecked Sendable {
+        var tcp: TCPSlab?, udp: UDPSlab?
+        weak var watchedTCP: TCPSlab?, watchedUDP: UDPSlab?
+        var rounds = 0
+        let loop: EventLoop
+        let done: @Sendable (Bool) -> Void
+
+        init(loop: EventLoop, tcp: Bool, done: @escaping @Sendable (Bool) -> Void) {
+            self.loop = loop
+            self.done = done
+            if tcp { self.tcp = TCPSlab(on: loop, capacity: 1); watchedTCP = self.tcp; self.tcp!.delegate = self }
+            else { udp = UDPSlab(on: loop, capacity: 1); watchedUDP = udp; udp!.delegate = self }
+        }
+
+        func cycle() {
+            if let tcp { _ = tcp.open(0); tcp.close(0) }
+            if let udp { _ = udp.open(0); udp.close(0) }
+        }
+
+        private func closedOnce() {
+            rounds += 1
+            if rounds < 3 { return cycle() }
+            tcp = nil
+            udp = nil
+            // The slab's own release comes after this callback returns: look on the next turn of the loop.
+            loop.execute { [self] in done(watchedTCP == nil && watchedUDP == nil) }
+        }
+
+        func closed(_ slab: TCPSlab, _ slot: Int32) { closedOnce() }
+        func closed(_ slab: UDPSlab, _ slot: Int32) { closedOnce() }
+        func incomingConnection(_ slab: TCPSlab, _ slot: Int32, error: UVError?) {}
+        func connected(_ slab: TCPSlab, _ slot: Int32, error: UVError?) {}
+        func received(_ slab: TCPSlab, _ slot: Int32, _ bytes: ReceivedBytes) {}
+        func readEnded(_ slab: TCPSlab, _ slot: Int32, error: UVError?) {}
+        func received(_ slab: UDPSlab, _ slot: Int32, _ bytes: ReceivedBytes, from peer: DatagramPeer) {}
+        func receiveFailed(_ slab: UDPSlab, _ slot: Int32, error: UVError) {}
+    }
+
+    @Test(arguments: [true, false]) func aSlotReopenedWhereItClosedStillLetsTheSlabGo(tcp: Bool) async throws {
+        let loop = try EventLoop(name: "reopen-test")
+        let freed = await withCheckedContinuation { (result: CheckedContinuation<Bool, Never>) in
+            loop.execute {
+                let reopener = Reopener(loop: loop, tcp: tcp) { result.resume(returning: $0) }
+                reopener.cycle()
+                Unmanaged.passUnretained(reopener).retain()
+            }
+        }
+        #expect(freed, "the slab outlived its last close")
+        loop.shutdown()
+        #expect(loop.handlesLeftOpen == 0)
+    }
 }
