@@ -12,14 +12,15 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        // What the benchmarks drive from outside: wrk, nft, a plain HTTP GET, a free port.
+        // What the benchmarks drive from outside (wrk, nft, a plain HTTP GET, a free port) and their tolerances.
         .target(
             name: "LoadTools",
-            dependencies: [.product(name: "UVLoop", package: "portsweep")],
+            dependencies: [.product(name: "UVLoop", package: "portsweep"), .product(name: "Benchmark", package: "benchmark")],
             path: "Sources/LoadTools"),
         .executableTarget(
             name: "SweepBenchmark",
             dependencies: [
+                "LoadTools",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "PortsweepSweep", package: "portsweep"),
                 .product(name: "UVLoop", package: "portsweep"),

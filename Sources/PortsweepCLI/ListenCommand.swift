@@ -123,23 +123,7 @@ struct ListenCommand: AsyncParsableCommand {
         defer { signals.stop() }
         let descriptors = DescriptorBudget.raise()
         let listen = Listen(configuration, group: group, descriptors: descriptors)
-        let start: ListenStart
-        do {
-            start = try await listen.start()
-        } catch {
-            Terminal.error("portsweep: cannot listen: \(error)\n")
-            if error.isDescriptorShortage { Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n") }
-            throw ExitCode(ExitStatus.localError)
-        }
-        if !start.failures.isEmpty { Terminal.error(ListenLog.explain(start.failures, bind: configuration.bind)) }
-        if start.held == 0 || (strict && !start.failures.isEmpty) {
-            await listen.stop()
-            for await _ in listen.events {}
-            if start.held == 0 && start.failures.contains(where: { $0.errno == EMFILE || $0.errno == ENFILE }) {
-                Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
-            }
-            throw ExitCode(ExitStatus.localError)
-        }
+        let start = try await Self.start(listen, bind: configuration.bind, strict: strict)
         log.note("listening on " + ListenLog.describe(configuration, start: start, descriptors: descriptors))
 
         let stats = ListenStats(listening: configuration.ports.count)
@@ -162,10 +146,35 @@ struct ListenCommand: AsyncParsableCommand {
         test?.cancel()
         status?.cancel()
         await status?.value
+        await summarize(listen, stats: stats, log: log)
+    }
+
+    /// The summary: a record in the log (text or JSON) and, unless --quiet, a line on stderr.
+    private func summarize(_ listen: Listen, stats: ListenStats, log: ListenLog) async {
         let counters = await listen.counters()
         log.summary(stats, counters: counters)
         log.flush()
         if !quiet { Terminal.error(stats.summary(counters) + "\n") }
+    }
+
+    /// Opens the listeners; a listen that holds nothing (or, with --strict, not everything) is a local error.
+    private static func start(_ listen: Listen, bind: IPAddress, strict: Bool) async throws -> ListenStart {
+        let start: ListenStart
+        do {
+            start = try await listen.start()
+        } catch {
+            Terminal.error("portsweep: cannot listen: \(error)\n")
+            if error.isDescriptorShortage { Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n") }
+            throw ExitCode(ExitStatus.localError)
+        }
+        if !start.failures.isEmpty { Terminal.error(ListenLog.explain(start.failures, bind: bind)) }
+        guard start.held == 0 || (strict && !start.failures.isEmpty) else { return start }
+        await listen.stop()
+        for await _ in listen.events {}
+        if start.held == 0 && start.failures.contains(where: { $0.errno == EMFILE || $0.errno == ENFILE }) {
+            Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
+        }
+        throw ExitCode(ExitStatus.localError)
     }
 
     private func selfTestReport(_ configuration: ListenConfiguration, target: IPAddress, group: EventLoopGroup,

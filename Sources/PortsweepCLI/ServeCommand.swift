@@ -85,21 +85,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let json = format == .json
-        LoggingSystem.bootstrap { label in
-            label == "portsweep.serve.access"
-                ? LineLogHandler(stream: .stdout, json: json) : LineLogHandler(stream: .stderr, json: false)
-        }
+        let registry = bootstrapLogsAndMetrics()
         let notes = Logger(label: "portsweep.serve")
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        var configuration = CheckConfiguration()
-        configuration.probeTimeout = timeout.duration
-        configuration.rateLimit = rateLimit.limit
-        configuration.rateLimitClients = rateLimitClients
-        configuration.clientGrouping = ClientGrouping(ipv6Prefix: ipv6Prefix)
-        configuration.trustedProxies = trustProxy
-        configuration.maxProbes = maxChecks
+        let configuration = checkConfiguration()
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         // Armed before the server exists: a SIGTERM from here on is a drain, never a half-started exit.
@@ -107,24 +95,49 @@ struct ServeCommand: AsyncParsableCommand {
         defer { signals.stop() }
         let service = CheckService(configuration, group: group, accessLog: Logger(label: "portsweep.serve.access"),
                                    metricsText: { registry.emitToBuffer() })
-        let server: HTTPServer
+        let server = try await startServer(on: group.loops[0]) { await service.handle($0) }
+        notes.info("serving /check_port on \(server.localAddress)")
+        // Served until a signal; then the drain ends when the last check in flight has its answer.
+        let serving = HTTPServerService(server, drainWithin: configuration.probeTimeout + .seconds(2))
+        _ = try await Lifecycle.run([serving], signals: signals) { signal in
+            notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        }
+    }
+
+    /// The access log goes to stdout (JSON Lines with --format json), notes to stderr; metrics to Prometheus.
+    private func bootstrapLogsAndMetrics() -> PrometheusCollectorRegistry {
+        let json = format == .json
+        LoggingSystem.bootstrap { label in
+            label == "portsweep.serve.access"
+                ? LineLogHandler(stream: .stdout, json: json) : LineLogHandler(stream: .stderr, json: false)
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }
+
+    private func checkConfiguration() -> CheckConfiguration {
+        var configuration = CheckConfiguration()
+        configuration.probeTimeout = timeout.duration
+        configuration.rateLimit = rateLimit.limit
+        configuration.rateLimitClients = rateLimitClients
+        configuration.clientGrouping = ClientGrouping(ipv6Prefix: ipv6Prefix)
+        configuration.trustedProxies = trustProxy
+        configuration.maxProbes = maxChecks
+        return configuration
+    }
+
+    /// A server that cannot start (address in use, not on this machine, out of descriptors) is a local error.
+    private func startServer(on loop: EventLoop,
+                             _ handler: @escaping HTTPConnectionHandler.Handler) async throws -> HTTPServer {
         do {
-            server = try await HTTPServer(on: listen, loop: group.loops[0], limits: limits(),
-                                          metricsPrefix: "portsweep_http") { request in
-                await service.handle(request)
-            }
+            return try await HTTPServer(on: listen, loop: loop, limits: limits(), metricsPrefix: "portsweep_http", handler: handler)
         } catch {
             Terminal.error("portsweep: cannot serve on \(listen): \(error)\n")
             if let error = error as? UVError, error.errno == EMFILE || error.errno == ENFILE {
                 Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
             }
             throw ExitCode(ExitStatus.localError)
-        }
-        notes.info("serving /check_port on \(server.localAddress)")
-        // Served until a signal; then the drain ends when the last check in flight has its answer.
-        let serving = HTTPServerService(server, drainWithin: configuration.probeTimeout + .seconds(2))
-        _ = try await Lifecycle.run([serving], signals: signals) { signal in
-            notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
         }
     }
 }

@@ -106,72 +106,87 @@ struct SweepCommand: AsyncParsableCommand {
 
     func run() async throws {
         let singlePort = testSinglePort != nil
-        let (portSet, targetAddress, bindAddress) = (try portSet(), target, bind)
         let chatty = !quiet && !singlePort
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        var logger = Logger(label: "portsweep")
-        logger.logLevel = verbose && chatty ? .info : .warning
-
-        if chatty && targetAddress.isLocalhost {
+        let logger = Self.logger(verbose: verbose && chatty)
+        if chatty && target.isLocalhost {
             Terminal.error("WARNING: Target is localhost. All tests should succeed.\n")
             Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
         }
-
-        let configuration = SweepConfiguration(
-            ports: portSet, target: targetAddress, bind: bindAddress,
-            timeout: timeout.duration, concurrency: concurrency, transports: protocols.transports, retries: retries)
+        let configuration = try configuration()
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
-        let sweep: Sweep
+        let sweep = try makeSweep(configuration, on: group)
+        logger.info("sweeping \(configuration.ports.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout.value) s per step")
+        logger.info("\(sweep.plan)")
+
+        let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
+        let progressTask = progress.map { bar in Task { await bar.run() } }
+        let output = SweepOutput(renderer: renderer(bothProtocols: configuration.transports.count == 2),
+                                 singlePort: singlePort)
+        // The sweep runs as a service; a signal interrupts it and every result it had is still written.
+        let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }], signals: signals)
+        progressTask?.cancel()
+        await progressTask?.value
+
+        if let failure = output.failure { try Self.stop(on: failure) }
+        guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
+        if chatty || (signal != nil && !quiet) { Self.printSummary(summary, of: configuration, signal: signal) }
+        if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
+        if singlePort { throw ExitCode(Int32(output.singleOutcome.rawValue)) }
+        if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+    }
+
+    private static func logger(verbose: Bool) -> Logger {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "portsweep")
+        logger.logLevel = verbose ? .info : .warning
+        return logger
+    }
+
+    private func configuration() throws -> SweepConfiguration {
+        SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
+                           concurrency: concurrency, transports: protocols.transports, retries: retries)
+    }
+
+    /// The command raises the descriptor limit (the library never changes process state) and tells the sweep.
+    private func makeSweep(_ configuration: SweepConfiguration, on group: EventLoopGroup) throws -> Sweep {
         do {
             var budget = DescriptorBudget.raise()
             if let assumed = assumeDescriptorLimit {
                 budget = DescriptorBudget(soft: assumed, hard: assumed, inUse: budget.inUse)
             }
-            sweep = try Sweep(configuration, group: group, budget: budget)
+            return try Sweep(configuration, group: group, budget: budget)
         } catch {
             Terminal.error("portsweep: \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
-        logger.info("sweeping \(portSet.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout.value) s per step")
-        logger.info("\(sweep.plan)")
+    }
 
-        let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
-        let progressTask = progress.map { bar in Task { await bar.run() } }
-        let output = SweepOutput(renderer: ResultRenderer(options: RenderOptions(
-            format: format.value, grouped: !noGroup, showProtocol: alwaysPrintProtocol,
-            errorCodes: errorCodes, detailed: verbose, bothProtocols: configuration.transports.count == 2)),
-            singlePort: singlePort)
-        // The sweep runs as a service; a signal interrupts it and every result it had is still written.
-        let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }],
-                                             signals: signals)
-        progressTask?.cancel()
-        await progressTask?.value
-        let (singleOutcome, failure) = (output.singleOutcome, output.failure)
+    private func renderer(bothProtocols: Bool) -> ResultRenderer {
+        ResultRenderer(options: RenderOptions(format: format.value, grouped: !noGroup, showProtocol: alwaysPrintProtocol,
+                                              errorCodes: errorCodes, detailed: verbose, bothProtocols: bothProtocols))
+    }
 
-        if let failure {
-            Terminal.error("portsweep: \(failure)\n")
-            if case SweepError.local(let local) = failure, local.isDescriptorShortage {
-                Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
-            }
-            throw ExitCode(ExitStatus.localError)
+    /// A local problem stopped the sweep: say what, and for a descriptor shortage, the limit.
+    private static func stop(on failure: any Error) throws -> Never {
+        Terminal.error("portsweep: \(failure)\n")
+        if case SweepError.local(let local) = failure, local.isDescriptorShortage {
+            Terminal.error("portsweep: \(LocalResources.descriptorLimit())\n")
         }
-        guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
-        if chatty || (signal != nil && !quiet) {
-            let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
-            let interruption = summary.interrupted
-                ? (signal: signal == SIGTERM ? "SIGTERM" : "SIGINT", untested: summary.untested) : nil
-            Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
-                                                             retried: summary.retried,
-                                                             protocols: configuration.transports.count,
-                                                             interrupted: interruption) + "\n")
-        }
-        if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
-        if singlePort { throw ExitCode(Int32(singleOutcome.rawValue)) }
-        if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+        throw ExitCode(ExitStatus.localError)
+    }
+
+    private static func printSummary(_ summary: SweepSummary, of configuration: SweepConfiguration, signal: Int32?) {
+        let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
+        let interruption = summary.interrupted
+            ? (signal: signal == SIGTERM ? "SIGTERM" : "SIGINT", untested: summary.untested) : nil
+        Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
+                                                         retried: summary.retried,
+                                                         protocols: configuration.transports.count,
+                                                         interrupted: interruption) + "\n")
     }
 
     static func text(_ value: Double) -> String {

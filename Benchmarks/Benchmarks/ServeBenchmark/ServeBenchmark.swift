@@ -20,6 +20,7 @@ let benchmarks: @Sendable () -> Void = {
     let checksPerSecond = BenchmarkMetric.custom("checks/s", polarity: .prefersLarger, useScalingFactor: false)
     // Wall time of a batch of checks over the probe timeout, in percent: 100 means no check waited for another.
     let ofTimeout = BenchmarkMetric.custom("% of probe timeout", polarity: .prefersSmaller, useScalingFactor: false)
+    Benchmark.defaultConfiguration.thresholds = Tolerances.standard(timings: [checksPerSecond, ofTimeout])
 
     Benchmark("serve: /check_port of a Reachable TCP port, wrk 100 connections keep-alive, no rate limit",
               configuration: .init(metrics: [checksPerSecond], units: [checksPerSecond: .count], warmupIterations: 0, maxDuration: .seconds(60),

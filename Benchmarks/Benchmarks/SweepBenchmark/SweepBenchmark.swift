@@ -1,4 +1,5 @@
 import Benchmark
+import LoadTools
 import PortsweepEngine
 import PortsweepSweep
 import UVLoop
@@ -28,6 +29,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let portsPerSecond = BenchmarkMetric.custom("ports/s", polarity: .prefersLarger, useScalingFactor: false)
+    Benchmark.defaultConfiguration.thresholds = Tolerances.standard(timings: [portsPerSecond])
 
     // mallocCountTotal is per iteration, i.e. per 10,000 ports.
     Benchmark("TCP sweep of 10,000 loopback ports",
