@@ -32,6 +32,8 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     private var answering: Task<Void, Never>?
     /// The answer in progress is a stream: a drain ends it (an event stream may never end by itself).
     private var streaming = false
+    /// The stream in progress is in chunks (HTTP/1.1) rather than ended by the close (HTTP/1.0).
+    private var streamChunked = true
 
     public init(_ responder: Responder, limits: ConnectionLimits) {
         self.responder = responder
@@ -107,7 +109,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
             answering?.cancel()
             answering = nil
             streaming = false
-            connection.send(HTTPResponseWriter.lastChunk)
+            if streamChunked { connection.send(HTTPResponseWriter.lastChunk) }
             return connection.finish(end: "server stopping")
         }
         if answering == nil { connection.finish(end: "server stopping") }
@@ -164,12 +166,15 @@ public final class HTTPConnectionHandler: ConnectionHandler {
                           on connection: Connection) {
         answering = nil
         guard !connection.isClosing else { return }
+        // HTTP/1.0 knows no chunks: its stream is ended by the close.
+        let chunked = head.versionMajor > 1 || head.versionMinor >= 1
         let keepAlive = head.keepAlive && !framer.isUpgraded && !connection.isDraining
+            && (response.stream == nil || chunked)
         if let stream = response.stream, !head.isHead {
-            return sendStream(stream, response, keepAlive: keepAlive, with: handler, on: connection)
+            return sendStream(stream, response, keepAlive: keepAlive, chunked: chunked, with: handler, on: connection)
         }
         if response.stream != nil {
-            connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive))
+            connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive, chunked: chunked))
         } else {
             connection.send(HTTPResponseWriter.bytes(response, keepAlive: keepAlive, headOnly: head.isHead))
         }
@@ -190,9 +195,10 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     /// Sends a streamed body chunk by chunk as the handler's stream yields, then goes on as after any answer.
     /// The connection stays busy (no idle deadline) while the stream runs.
     private func sendStream(_ chunks: AsyncStream<[UInt8]>, _ response: ServerResponse, keepAlive: Bool,
-                        with handler: @escaping Handler, on connection: Connection) {
-        connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive))
+                            chunked: Bool, with handler: @escaping Handler, on connection: Connection) {
+        connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive, chunked: chunked))
         streaming = true
+        streamChunked = chunked
         // Reading goes on while a stream runs: a client that leaves is seen at once (an event stream may send
         // nothing for minutes), and what it pipelines meanwhile waits its turn, a few requests at most.
         connection.pauseReading(waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming)
@@ -205,14 +211,14 @@ public final class HTTPConnectionHandler: ConnectionHandler {
                 if connection.stream.queuedBytes > connection.limits.maxQueuedBytes {
                     return connection.close(end: "stream reader too slow")
                 }
-                if !chunk.isEmpty { connection.send(HTTPResponseWriter.chunk(chunk)) }
+                if !chunk.isEmpty { connection.send(chunked ? HTTPResponseWriter.chunk(chunk) : chunk) }
             }
             guard !Task.isCancelled else { return }
             let (me, connection) = box.value
             guard !connection.isClosing else { return }
             me.answering = nil
             me.streaming = false
-            connection.send(HTTPResponseWriter.lastChunk)
+            if chunked { connection.send(HTTPResponseWriter.lastChunk) }
             me.next(keepAlive: keepAlive, with: handler, on: connection)
         }
     }

@@ -99,14 +99,16 @@ public enum HTTPResponseWriter {
         return Array(text.utf8) + (headOnly ? [] : response.body)
     }
 
-    /// The head of a streamed response: `Transfer-Encoding: chunked`, no Content-Length.
-    public static func streamHead(_ response: ServerResponse, keepAlive: Bool) -> [UInt8] {
+    /// The head of a streamed response: `Transfer-Encoding: chunked`, no Content-Length. Not `chunked`: for an
+    /// HTTP/1.0 client, which knows no chunks: the body is the bytes as they come, ended by closing the
+    /// connection (`keepAlive` must then be false).
+    public static func streamHead(_ response: ServerResponse, keepAlive: Bool, chunked: Bool = true) -> [UInt8] {
         var text = "HTTP/1.1 \(response.head.status.code) \(response.head.status.reasonPhrase)\r\n"
         for field in response.head.headerFields
         where field.name != .contentLength && field.name != .connection && field.name != .transferEncoding {
             text += "\(field.name.rawName): \(field.value)\r\n"
         }
-        text += "Transfer-Encoding: chunked\r\n"
+        if chunked { text += "Transfer-Encoding: chunked\r\n" }
         text += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
         return Array(text.utf8)
     }

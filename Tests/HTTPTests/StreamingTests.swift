@@ -71,6 +71,28 @@ import UVLoop
         #expect(group.loops[0].handlesLeftOpen == 0)
     }
 
+    /// HTTP/1.0 knows no chunked coding: its stream is the bytes themselves, ended by the close.
+    @Test func anHTTP10ClientGetsTheStreamUnchunkedEndedByTheClose() async throws {
+        let group = try EventLoopGroup(loopCount: 1)
+        let server = try await Self.server(on: group.loops[0]) { _ in
+            .jsonLines(AsyncStream { continuation in
+                for i in 1...3 { continuation.yield(Array("{\"n\":\(i)}".utf8)) }
+                continuation.finish()
+            })
+        }
+        let client = try await TCPConnection.connect(to: server.localAddress, on: group.loops[0], timeout: .seconds(5))
+        try await client.write(Array("GET /lines HTTP/1.0\r\n\r\n".utf8), timeout: .seconds(5))
+        let text = try await Self.read(client) { _ in false }  // until the server closes
+        let parts = text.components(separatedBy: "\r\n\r\n")
+        #expect(parts[0].hasPrefix("HTTP/1.1 200 OK") && parts[0].contains("Connection: close"), "\(text)")
+        #expect(!parts[0].contains("Transfer-Encoding") && !parts[0].contains("Content-Length"), "\(text)")
+        #expect(parts.dropFirst().joined(separator: "\r\n\r\n") == "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n", "\(text)")
+        await client.close()
+        await server.stop()
+        group.shutdown()
+        #expect(group.loops[0].handlesLeftOpen == 0)
+    }
+
     @Test func serverSentEventsAreFramedAndAClientThatLeavesStopsTheProducer() async throws {
         #expect(ServerSentEvent(event: "port", id: "7", data: "a\nb").bytes == Array("event: port\nid: 7\ndata: a\ndata: b\n\n".utf8))
         #expect(ServerSentEvent(event: "x\ny", data: "").bytes == Array("event: xy\ndata: \n\n".utf8))
