@@ -12,8 +12,26 @@ public enum Namespace {
         return interfaces == ["lo"]
     }
 
-    /// Drops TCP segments to `port` on input (a Filtered port), in this namespace only.
-    public static func dropTCP(port: UInt16) async throws {
+    /// Runs `body` while TCP segments to `port` are dropped on input (a Filtered port), in this namespace only;
+    /// the rule is gone afterwards, whatever `body` did: benchmarks run after this one sweep every port of the
+    /// same namespace (a rule left behind made their port FAIL).
+    public static func withTCPDropped<T>(port: UInt16, _ body: () async throws -> T) async throws -> T {
+        try await dropTCP(port: port)
+        do {
+            let result = try await body()
+            try await removeRules()
+            return result
+        } catch {
+            try? await removeRules()
+            throw error
+        }
+    }
+
+    private static func removeRules() async throws {
+        try await Tool.run("nft", ["delete", "table", "inet", "portsweep_bench"], input: "")
+    }
+
+    private static func dropTCP(port: UInt16) async throws {
         precondition(isPrivate, "firewall rules only in a namespace of our own")
         try await Tool.run("nft", ["-f", "-"], input: """
             table inet portsweep_bench {
