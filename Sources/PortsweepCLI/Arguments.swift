@@ -76,6 +76,64 @@ struct Seconds: ArgumentValue, Sendable, Equatable {
     var defaultValueDescription: String { SweepCommand.text(value) }
 }
 
+/// An address, or a host name resolved when the command runs (`uv_getaddrinfo`). Text made of digits and dots,
+/// or holding a colon, is meant as an address and must be one: `999.1.1.1` is a bad address, not a name.
+enum HostArgument: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
+    case address(IPAddress)
+    case name(String)
+
+    static func parse(_ text: String) throws -> HostArgument {
+        if let address = IPAddress(text) { return .address(address) }
+        if text.contains(":") || text.allSatisfy({ $0.isNumber || $0 == "." }) {
+            throw ArgumentReason("not an IPv4 or IPv6 address")
+        }
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = text.utf8.count <= 253 && labels.allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" }
+        }
+        guard valid else { throw ArgumentReason("not an address or a host name") }
+        return .name(text)
+    }
+
+    var address: IPAddress? {
+        if case .address(let address) = self { return address }
+        return nil
+    }
+
+    var description: String {
+        switch self {
+        case .address(let address): "\(address)"
+        case .name(let name): name
+        }
+    }
+    var defaultValueDescription: String { description }
+
+    /// A name whose addresses are all of the other family than the one asked for.
+    struct WrongFamily: Error, CustomStringConvertible {
+        let name: String, family: IPAddress.Family, addresses: [IPAddress]
+        var description: String {
+            "'\(name)' has no \(family == .v4 ? "IPv4" : "IPv6") address (only \(addresses.map(\.description).joined(separator: ", ")))"
+        }
+    }
+
+    /// The address to use: the given one, or the name's first address (of `family`, when given). All of the
+    /// name's addresses are asked for, then filtered: asked for one family, the resolver goes on to DNS when the
+    /// hosts file has only the other, and a name with no such address would read as an unreachable resolver.
+    func resolve(family: IPAddress.Family?, on loop: EventLoop) async throws -> IPAddress {
+        switch self {
+        case .address(let address): return address
+        case .name(let name):
+            let addresses = try await Resolver.resolve(name, on: loop)
+            guard let family else { return addresses[0] }
+            guard let match = addresses.first(where: { $0.family == family }) else {
+                throw WrongFamily(name: name, family: family, addresses: addresses)
+            }
+            return match
+        }
+    }
+}
+
 /// `--tcp-only` / `--udp-only`, shared by sweep and listen.
 struct TransportOptions: ParsableArguments {
     @Flag(name: .long, help: "TCP only (default: TCP and UDP).")

@@ -28,9 +28,9 @@ struct SweepCommand: AsyncParsableCommand {
             transform: PortSet.parse)
     var ports: PortSet?
 
-    @Option(name: .long, help: ArgumentHelp("Address the client connects to: this machine as the outside sees it (IPv4 or IPv6). (default: 127.0.0.1)", valueName: "IP"),
-            transform: IPAddress.parse)
-    var target: IPAddress = .loopbackV4
+    @Option(name: .long, help: ArgumentHelp("Where the client connects: this machine as the outside sees it, an IPv4 or IPv6 address or a host name. (default: 127.0.0.1)", valueName: "HOST"),
+            transform: HostArgument.parse)
+    var target: HostArgument = .address(.loopbackV4)
 
     @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"),
             transform: IPAddress.parse)
@@ -90,7 +90,7 @@ struct SweepCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try portSet()
-        if let bind, bind.family != target.family {
+        if let bind, let address = target.address, bind.family != address.family {
             throw ValidationError("--bind \(bind) and --target \(target) must be of the same IP family")
         }
         guard timeout.value <= 3600 else {
@@ -108,13 +108,15 @@ struct SweepCommand: AsyncParsableCommand {
         let singlePort = testSinglePort != nil
         let chatty = !quiet && !singlePort
         let logger = Self.logger(verbose: verbose && chatty)
-        if chatty && target.isLocalhost {
+        let group = try LocalResources.loops()
+        defer { group.shutdown() }
+        let targetAddress = try await resolveTarget(on: group.loops[0])
+        if chatty && targetAddress.isLocalhost {
             Terminal.error("WARNING: Target is localhost. All tests should succeed.\n")
             Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
         }
-        let configuration = try configuration()
-        let group = try LocalResources.loops()
-        defer { group.shutdown() }
+        if case .name(let name) = target { logger.info("--target \(name) is \(targetAddress)") }
+        let configuration = try configuration(target: targetAddress)
         // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
@@ -146,7 +148,23 @@ struct SweepCommand: AsyncParsableCommand {
         return logger
     }
 
-    private func configuration() throws -> SweepConfiguration {
+    /// A name that has no address is bad input (64); a resolver this machine cannot reach is a local error (2).
+    private func resolveTarget(on loop: EventLoop) async throws -> IPAddress {
+        do {
+            return try await target.resolve(family: bind?.family, on: loop)
+        } catch let failure as Resolver.Failure {
+            Terminal.error("portsweep: --target \(failure)\n")
+            throw ExitCode(failure.isLocal ? ExitStatus.localError : ExitStatus.usage)
+        } catch let wrong as HostArgument.WrongFamily {
+            Terminal.error("portsweep: --target \(wrong); --bind \(bind.map { "\($0)" } ?? "") is of the other family\n")
+            throw ExitCode(ExitStatus.usage)
+        } catch {
+            Terminal.error("portsweep: --target: cannot resolve '\(target)': \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
+    }
+
+    private func configuration(target: IPAddress) throws -> SweepConfiguration {
         SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
                            concurrency: concurrency, transports: protocols.transports, retries: retries)
     }

@@ -31,10 +31,19 @@ import UVLoop
         #expect(message?.contains(value) == true, "\(arguments): \(message ?? "parsed")")
     }
 
+    /// A host name is kept as a name (resolved when the command runs); digits and dots must be an address.
+    @Test func targetsAreAddressesOrNames() throws {
+        #expect(try HostArgument.parse("checker.example") == .name("checker.example"))
+        #expect(try HostArgument.parse("203.0.113.7") == .address(IPAddress("203.0.113.7")!))
+        for bad in ["999.1.1.1", "1.2.3", "::zz", "bad_name", "-x.example", "a..b", String(repeating: "a", count: 64)] {
+            #expect(throws: (any Error).self, "\(bad)") { try HostArgument.parse(bad) }
+        }
+    }
+
     /// Each value is parsed once, where it is declared: the command holds typed values.
     @Test func valuesArriveTyped() throws {
         let sweep = try #require(try PortsweepCommand.parseAsRoot(["sweep", "--ports", "1-3,7", "--target", "::1", "--timeout", "0.25", "--tcp-only"]) as? SweepCommand)
-        #expect(sweep.ports?.sorted == [1, 2, 3, 7] && sweep.target == .loopbackV6)
+        #expect(sweep.ports?.sorted == [1, 2, 3, 7] && sweep.target == .address(.loopbackV6))
         #expect(sweep.timeout.duration == .milliseconds(250) && sweep.protocols.transports == [.tcp])
         let serve = try #require(try PortsweepCommand.parseAsRoot(["serve", "--listen", "[::1]:8080", "--trust-proxy", "10.0.0.0/8", "--rate-limit", "off"]) as? ServeCommand)
         #expect(serve.listen == SocketAddress(.loopbackV6, port: 8080) && serve.trustProxy == [CIDR("10.0.0.0/8")!])

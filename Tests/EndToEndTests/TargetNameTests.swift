@@ -1,0 +1,45 @@
+import Foundation
+import Testing
+
+/// `--target` takes host names, resolved through the system resolver (libuv's uv_getaddrinfo). Each sweep runs
+/// in network and mount namespaces of its own with a private /etc/hosts, so names resolve the same on every
+/// machine and no query leaves the namespace (it has nothing but loopback).
+@Suite(.enabled(if: Portsweep.canMakeNamespaces, "needs root and unshare"))
+struct TargetNameTests {
+    static func sweep(_ arguments: String) throws -> String {
+        let hosts = FileManager.default.temporaryDirectory.appendingPathComponent("hosts-\(UUID().uuidString)")
+        try "127.0.0.1 checker.test\n::1 checker6.test\n2001:db8::1 only6.test\n".write(to: hosts, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: hosts) }
+        let script = """
+            ip link set lo up && mount --bind \(hosts.path) /etc/hosts || exit 99
+            \(Portsweep.binary) sweep \(arguments) 2>&1
+            echo "rc=$?"
+            """
+        return try Portsweep.shell(["/usr/bin/unshare", "-n", "-m", "/bin/sh", "-c", script])
+    }
+
+    @Test func aNameResolvesAndIsSweptLikeItsAddress() throws {
+        let out = try Self.sweep("--ports 5000-5009 --target checker.test --tcp-only -v")
+        #expect(out.contains("--target checker.test is 127.0.0.1"), "\(out)")
+        #expect(out.contains("[PASS] 5000-5009") && out.hasSuffix("rc=0\n"), "\(out)")
+    }
+
+    @Test func anIPv6NameGivesAnIPv6Sweep() throws {
+        let out = try Self.sweep("--ports 5000-5009 --target checker6.test --bind :: --tcp-only -v")
+        #expect(out.contains("--target checker6.test is ::1"), "\(out)")
+        #expect(out.contains("[PASS] 5000-5009") && out.hasSuffix("rc=0\n"), "\(out)")
+    }
+
+    @Test func aNameThatDoesNotResolveIsOneLineAndNoSweep() throws {
+        // Not in the hosts file, and no resolver reachable from an empty namespace: this machine cannot ask.
+        let out = try Self.sweep("--ports 5000 --target nowhere.test")
+        #expect(out == "portsweep: --target cannot resolve 'nowhere.test': temporary failure\nrc=2\n", "\(out)")
+    }
+
+    @Test func aNameWithoutAnAddressOfTheBindFamilyIsBadInput() throws {
+        // (An IPv6 loopback name would do: glibc answers ::1 as 127.0.0.1 when asked for IPv4.)
+        let out = try Self.sweep("--ports 5000 --target only6.test --bind 0.0.0.0")
+        #expect(out.hasPrefix("portsweep: --target 'only6.test' has no IPv4 address (only 2001:db8::1); --bind 0.0.0.0"), "\(out)")
+        #expect(out.hasSuffix("rc=64\n"), "\(out)")
+    }
+}
