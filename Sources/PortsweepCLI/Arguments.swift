@@ -117,9 +117,7 @@ enum HostArgument: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The address to use: the given one, or the name's first address (of `family`, when given). All of the
-    /// name's addresses are asked for, then filtered: asked for one family, the resolver goes on to DNS when the
-    /// hosts file has only the other, and a name with no such address would read as an unreachable resolver.
+    /// The address to use: the given one, or the name's first address (of `family`, when given).
     func resolve(family: IPAddress.Family?, on loop: EventLoop) async throws -> IPAddress {
         switch self {
         case .address(let address): return address

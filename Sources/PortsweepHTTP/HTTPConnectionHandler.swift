@@ -30,10 +30,16 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     /// Deferred: requests read but not answered yet, and the task answering the first.
     private var waiting: [HTTPRequestHead] = []
     private var answering: Task<Void, Never>?
-    /// The answer in progress is a stream: a drain ends it (an event stream may never end by itself).
-    private var streaming = false
-    /// The stream in progress is in chunks (HTTP/1.1) rather than ended by the close (HTTP/1.0).
-    private var streamChunked = true
+    /// The answer in progress is a stream, and how its end is told (a drain ends it: an event stream may never
+    /// end by itself); nil when none is.
+    private var streaming: StreamEnd?
+
+    enum StreamEnd {
+        /// HTTP/1.1: chunks, then the last chunk.
+        case lastChunk
+        /// HTTP/1.0 knows no chunks: the bytes as they come, ended by the close.
+        case close
+    }
 
     public init(_ responder: Responder, limits: ConnectionLimits) {
         self.responder = responder
@@ -80,7 +86,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
         case .deferred(let handler):
             waiting += heads
             if answering == nil { answerNext(with: handler, on: connection) }
-            if streaming && waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming { connection.pauseReading(true) }
+            if streaming != nil && waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming { connection.pauseReading(true) }
         }
     }
 
@@ -105,11 +111,11 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     public func draining(_ connection: Connection) {
         // The answer in progress goes out with `Connection: close`; a request half-read is not waited for; a
         // stream ends here, whole (its last chunk sent).
-        if streaming {
+        if let end = streaming {
             answering?.cancel()
             answering = nil
-            streaming = false
-            if streamChunked { connection.send(HTTPResponseWriter.lastChunk) }
+            streaming = nil
+            if end == .lastChunk { connection.send(HTTPResponseWriter.lastChunk) }
             return connection.finish(end: "server stopping")
         }
         if answering == nil { connection.finish(end: "server stopping") }
@@ -118,7 +124,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     public func closed(_ connection: Connection) {
         answering?.cancel()
         answering = nil
-        streaming = false
+        streaming = nil
         waiting = []
     }
 
@@ -197,8 +203,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     private func sendStream(_ chunks: AsyncStream<[UInt8]>, _ response: ServerResponse, keepAlive: Bool,
                             chunked: Bool, with handler: @escaping Handler, on connection: Connection) {
         connection.send(HTTPResponseWriter.streamHead(response, keepAlive: keepAlive, chunked: chunked))
-        streaming = true
-        streamChunked = chunked
+        streaming = chunked ? .lastChunk : .close
         // Reading goes on while a stream runs: a client that leaves is seen at once (an event stream may send
         // nothing for minutes), and what it pipelines meanwhile waits its turn, a few requests at most.
         connection.pauseReading(waiting.count >= HTTPConnectionHandler.maxWaitingWhileStreaming)
@@ -217,7 +222,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
             let (me, connection) = box.value
             guard !connection.isClosing else { return }
             me.answering = nil
-            me.streaming = false
+            me.streaming = nil
             if chunked { connection.send(HTTPResponseWriter.lastChunk) }
             me.next(keepAlive: keepAlive, with: handler, on: connection)
         }

@@ -7,22 +7,30 @@ import Synchronization
 final class ServeMetrics: Sendable {
     let probesInFlight = Gauge(label: "portsweep_probes_in_flight")
     private let requestsByStatus = Mutex<[Int: Counter]>([:])
-    private let checksByVerdict = Mutex<[String: Counter]>([:])
+    private let checksByVerdict = Mutex<[Verdict: Counter]>([:])
 
     func requests(status: Int) -> Counter {
-        requestsByStatus.withLock { table in
-            if let counter = table[status] { return counter }
-            let counter = Counter(label: "portsweep_http_requests_total", dimensions: [("status", "\(status)")])
-            table[status] = counter
-            return counter
+        Self.counter(in: requestsByStatus, for: status) {
+            Counter(label: "portsweep_http_requests_total", dimensions: [("status", "\(status)")])
         }
     }
 
     func checks(protocol proto: String, status: String) -> Counter {
-        checksByVerdict.withLock { table in
-            let key = proto + " " + status
+        Self.counter(in: checksByVerdict, for: Verdict(protocol: proto, status: status)) {
+            Counter(label: "portsweep_checks_total", dimensions: [("protocol", proto), ("status", status)])
+        }
+    }
+
+    private struct Verdict: Hashable, Sendable {
+        let `protocol`: String, status: String
+    }
+
+    /// The table's counter for `key`, made by `make` the first time.
+    private static func counter<Key: Hashable & Sendable>(in table: borrowing Mutex<[Key: Counter]>, for key: Key,
+                                               _ make: @Sendable () -> Counter) -> Counter {
+        table.withLock { table in
             if let counter = table[key] { return counter }
-            let counter = Counter(label: "portsweep_checks_total", dimensions: [("protocol", proto), ("status", status)])
+            let counter = make()
             table[key] = counter
             return counter
         }

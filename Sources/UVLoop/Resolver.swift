@@ -10,30 +10,30 @@ public enum Resolver {
         public let error: UVError
         public var isLocal: Bool {
             error != UVError(UV_EAI_NONAME.rawValue) && error != UVError(UV_EAI_NODATA.rawValue)
-                && error != UVError(UV_EAI_FAMILY.rawValue)
         }
         public var description: String {
             isLocal ? "cannot resolve '\(name)': \(error.message)" : "'\(name)' has no IPv4 or IPv6 address (\(error.message))"
         }
     }
 
-    /// The addresses of `name` (an address is returned as itself), in the resolver's order (RFC 6724), without
-    /// duplicates; only `family` when given.
-    public static func resolve(_ name: String, family: IPAddress.Family? = nil, on loop: EventLoop,
+    /// The addresses of `name`, both families (an address is returned as itself), in the resolver's order
+    /// (RFC 6724), without duplicates. Both: asked for one family, glibc goes on to DNS when the hosts file has
+    /// only the other, so a name without such an address would read as an unreachable resolver; filter instead.
+    public static func resolve(_ name: String, on loop: EventLoop,
                                timeout: Duration = .seconds(5)) async throws -> [IPAddress] {
-        if let address = IPAddress(name), family == nil || address.family == family { return [address] }
-        return try await LoopBound(loop).resolve(name, family: family, timeout: timeout)
+        if let address = IPAddress(name) { return [address] }
+        return try await LoopBound(loop).resolve(name, timeout: timeout)
     }
 }
 
 extension LoopBound {
-    func resolve(_ name: String, family: IPAddress.Family?, timeout: Duration) async throws -> [IPAddress] {
+    func resolve(_ name: String, timeout: Duration) async throws -> [IPAddress] {
         try await loop.await(timeout: timeout) { (completion: Completion<[IPAddress]>) in
             let request = uvAllocate(uv_getaddrinfo_t.self)
             // The request outlives a deadline: its callback always comes (ECANCELED after uv_cancel) and frees it.
             request.pointee.data = Unmanaged.passRetained(ResolveRequest(name: name, completion: completion)).toOpaque()
             var hints = addrinfo()
-            hints.ai_family = family == .v4 ? AF_INET : family == .v6 ? AF_INET6 : AF_UNSPEC
+            hints.ai_family = AF_UNSPEC
             hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
             let rc = uv_getaddrinfo(loop.uv, request, { request, status, result in
                 let box = Unmanaged<ResolveRequest>.fromOpaque(request!.pointee.data).takeRetainedValue()
