@@ -84,3 +84,20 @@ enum IsolatedNetwork {
         }
     }
 }
+
+/// Loops for sweep tests that need ports nobody else takes meanwhile: in a namespace of their own as root (a
+/// parallel test's client socket can take a port picked as free in the process's namespace), else plain loops.
+/// Sockets a test holds must then be made on one of these loops' threads (`onLoop`), to be in the same namespace.
+enum TestLoops {
+    static func group(loopCount: Int) throws -> EventLoopGroup {
+        IsolatedNetwork.available ? try IsolatedNetwork.group(loopCount: loopCount) : try EventLoopGroup(loopCount: loopCount)
+    }
+
+    /// Runs `body` on `loop`'s thread (so in its network namespace).
+    static func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { tasks in
+            tasks.addTask(executorPreference: loop) { try body() }
+            return try await tasks.next()!
+        }
+    }
+}

@@ -71,9 +71,9 @@ enum TestSockets {
 
 @Suite struct SweepRunTests {
     @Test func loopbackPortsAllPass() async throws {
-        let group = try EventLoopGroup(loopCount: 2)
+        let group = try TestLoops.group(loopCount: 2)
         defer { group.shutdown() }
-        let ports = try TestSockets.freePorts(40)
+        let ports = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.freePorts(40) }
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), timeout: .seconds(3)), group: group)
         let (results, summary) = try await sweep.run()
         #expect(results.map(\.port) == ports)
@@ -82,11 +82,11 @@ enum TestSockets {
     }
 
     @Test func aPortHeldByAnotherSocketIsUsed() async throws {
-        let group = try EventLoopGroup(loopCount: 1)
+        let group = try TestLoops.group(loopCount: 1)
         defer { group.shutdown() }
-        let held = try TestSockets.listen()
+        let held = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.listen() }
         defer { close(held.fd) }
-        var ports = try TestSockets.freePorts(3)
+        var ports = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.freePorts(3) }
         ports.append(held.port)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports)), group: group)
         let (results, summary) = try await sweep.run()
@@ -98,11 +98,11 @@ enum TestSockets {
     }
 
     @Test func udpLoopbackPortsAllPassAndAHeldOneIsUsed() async throws {
-        let group = try EventLoopGroup(loopCount: 2)
+        let group = try TestLoops.group(loopCount: 2)
         defer { group.shutdown() }
-        let held = try TestSockets.udp()
+        let held = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.udp() }
         defer { close(held.fd) }
-        var ports = try TestSockets.freePorts(30)
+        var ports = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.freePorts(30) }
         ports.append(held.port)
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), transports: [.udp]), group: group)
         let (results, summary) = try await sweep.run()
@@ -130,9 +130,9 @@ enum TestSockets {
     }
 
     @Test func bothProtocolsStreamInPortOrderTCPFirst() async throws {
-        let group = try EventLoopGroup(loopCount: 2)
+        let group = try TestLoops.group(loopCount: 2)
         defer { group.shutdown() }
-        let ports = try TestSockets.freePorts(20)
+        let ports = try await TestLoops.onLoop(group.loops[0]) { try TestSockets.freePorts(20) }
         let sweep = try Sweep(SweepConfiguration(ports: PortSet(ports), transports: [.tcp, .udp]), group: group)
         let (results, summary) = try await sweep.run()
         #expect(results.map(\.port) == ports.flatMap { [$0, $0] })
