@@ -12,7 +12,7 @@ import Glibc
 struct SweepCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
-        abstract: "Listen on each port of a range, connect to it through --target, exchange a line each way.",
+        abstract: "Listen on each port of a range, connect to it through --target, exchange a line each way (or, with --to, test the way out).",
         discussion: """
             Results, grouped over consecutive ports: [PASS] 8080-8085, [FAIL] 25. Outcome bits: PASS 0, \
             FAIL 1 (no connection in time), SEND 2 (the client's line did not reach the server), SUDO 4 (a port \
@@ -22,15 +22,31 @@ struct SweepCommand: AsyncParsableCommand {
             with --test-single-port, the outcome bits. SIGINT or SIGTERM stops a sweep short: every result \
             decided so far is printed, the summary says how many ports were left untested, and the status is 130 \
             (SIGINT) or 143 (SIGTERM); a second signal ends it at once.
+            Outbound (--to HOST, with 'portsweep listen --reply echo' holding the ports on HOST): PASS the line \
+            came back; FAIL no connection (refused, dropped or unreachable); RECV connected and sent, no echo \
+            (from this side a lost line and a lost echo look the same); SEND (UDP) an ICMP error came back; \
+            USED something other than portsweep answered on that port there.
             """)
 
     @Option(name: .long, help: ArgumentHelp("Ports: 8080, 1-16384, 22,80,8000-8100, or - for 1-65535 (default 1-16384).", valueName: "RANGE"),
             transform: PortSet.parse)
     var ports: PortSet?
 
-    @Option(name: .long, help: ArgumentHelp("Where the client connects: this machine as the outside sees it, an IPv4 or IPv6 address or a host name. (default: 127.0.0.1)", valueName: "HOST"),
+    @Option(name: .customLong("target"), help: ArgumentHelp("Where the client connects: this machine as the outside sees it, an IPv4 or IPv6 address or a host name. (default: 127.0.0.1)", valueName: "HOST"),
             transform: HostArgument.parse)
-    var target: HostArgument = .address(.loopbackV4)
+    var targetOption: HostArgument?
+
+    @Option(name: .customLong("to"), help: ArgumentHelp("Sweep outbound instead: connect (TCP) and send (UDP) to HOST on each port, where 'portsweep listen --reply echo' holds the ports; no listener here. An address or a host name.", valueName: "HOST"),
+            transform: HostArgument.parse)
+    var to: HostArgument?
+
+    @OptionGroup var pacing: PacingOptions
+
+    @Option(name: .long, help: ArgumentHelp("Skip the ports whose verdict is in FILE (an earlier run's JSON Lines) and append every new verdict to it; the output is the whole range's.", valueName: "FILE"))
+    var resume: String?
+
+    /// Where the client connects: --to's host outbound, --target's inbound (default this machine).
+    var target: HostArgument { to ?? targetOption ?? .address(.loopbackV4) }
 
     @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"),
             transform: IPAddress.parse)
@@ -90,6 +106,10 @@ struct SweepCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try portSet()
+        if let to {
+            if let targetOption { throw ValidationError("--to \(to) and --target \(targetOption) exclude each other: sweep outbound to a remote listener, or inbound through a target") }
+            if let bind { throw ValidationError("--bind \(bind) has no use with --to: an outbound sweep holds no listener") }
+        }
         if let bind, let address = target.address, bind.family != address.family {
             throw ValidationError("--bind \(bind) and --target \(target) must be of the same IP family")
         }
@@ -108,26 +128,28 @@ struct SweepCommand: AsyncParsableCommand {
         let singlePort = testSinglePort != nil
         let chatty = !quiet && !singlePort
         let logger = Self.logger(verbose: verbose && chatty)
+        let resumeFile = try openResumeFile()
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         let targetAddress = try await resolveTarget(on: group.loops[0])
-        if chatty && targetAddress.isLocalhost {
+        if chatty && to == nil && targetAddress.isLocalhost {
             Terminal.error("WARNING: Target is localhost. All tests should succeed.\n")
             Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
         }
-        if case .name(let name) = target { logger.info("--target \(name) is \(targetAddress)") }
-        let configuration = try configuration(target: targetAddress)
+        if case .name(let name) = target { logger.info("\(targetOptionName) \(name) is \(targetAddress)") }
+        let configuration = try configuration(target: targetAddress, known: resumeFile?.known ?? [])
+        if chatty, case .random(let seed) = configuration.order { Terminal.error("portsweep: --order random --seed \(seed)\n") }
         // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
         let sweep = try makeSweep(configuration, on: group)
-        logger.info("sweeping \(configuration.ports.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+"))) of \(configuration.target) (listeners on \(configuration.bindAddress)), timeout \(timeout.value) s per step")
+        logger.info("\(Self.describe(configuration, timeout: timeout.value))")
         logger.info("\(sweep.plan)")
 
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
         let progressTask = progress.map { bar in Task { await bar.run() } }
         let output = SweepOutput(renderer: renderer(bothProtocols: configuration.transports.count == 2),
-                                 singlePort: singlePort)
+                                 singlePort: singlePort, resume: resumeFile)
         // The sweep runs as a service; a signal interrupts it and every result it had is still written.
         let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }], signals: signals)
         progressTask?.cancel()
@@ -136,9 +158,35 @@ struct SweepCommand: AsyncParsableCommand {
         if let failure = output.failure { try Self.stop(on: failure) }
         guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
         if chatty || (signal != nil && !quiet) { Self.printSummary(summary, of: configuration, signal: signal) }
+        if let resumeFile, let errno = resumeFile.writeFailure {
+            try Self.stop(on: ResumeFile.Failure.cannotWrite(path: resumeFile.path, errno: errno))
+        }
         if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
         if singlePort { throw ExitCode(Int32(output.singleOutcome.rawValue)) }
         if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+    }
+
+    private var targetOptionName: String { to != nil ? "--to" : "--target" }
+
+    private static func describe(_ configuration: SweepConfiguration, timeout: Double) -> String {
+        let what = "sweeping \(configuration.ports.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+")))"
+        let how = configuration.direction.isOutbound
+            ? "outbound to \(configuration.target)" : "of \(configuration.target) (listeners on \(configuration.bindAddress))"
+        let pace = configuration.rate.map { ", at most \(SweepCommand.text($0)) ports/s" } ?? ""
+        return "\(what) \(how), timeout \(SweepCommand.text(timeout)) s per step\(pace)"
+    }
+
+    /// --resume's file: one that is not an earlier sweep's results is bad usage (64), one that cannot be opened
+    /// a local error (2).
+    private func openResumeFile() throws -> ResumeFile? {
+        guard let resume else { return nil }
+        do {
+            return try ResumeFile(path: resume)
+        } catch {
+            Terminal.error("portsweep: \(error)\n")
+            if case .notResults = error { throw ExitCode(ExitStatus.usage) }
+            throw ExitCode(ExitStatus.localError)
+        }
     }
 
     private static func logger(verbose: Bool) -> Logger {
@@ -153,20 +201,25 @@ struct SweepCommand: AsyncParsableCommand {
         do {
             return try await target.resolve(family: bind?.family, on: loop)
         } catch let failure as Resolver.Failure {
-            Terminal.error("portsweep: --target \(failure)\n")
+            Terminal.error("portsweep: \(targetOptionName) \(failure)\n")
             throw ExitCode(failure.isLocal ? ExitStatus.localError : ExitStatus.usage)
         } catch let wrong as HostArgument.WrongFamily {
-            Terminal.error("portsweep: --target \(wrong); --bind \(bind.map { "\($0)" } ?? "") is of the other family\n")
+            Terminal.error("portsweep: \(targetOptionName) \(wrong); --bind \(bind.map { "\($0)" } ?? "") is of the other family\n")
             throw ExitCode(ExitStatus.usage)
         } catch {
-            Terminal.error("portsweep: --target: cannot resolve '\(target)': \(error)\n")
+            Terminal.error("portsweep: \(targetOptionName): cannot resolve '\(target)': \(error)\n")
             throw ExitCode(ExitStatus.localError)
         }
     }
 
-    private func configuration(target: IPAddress) throws -> SweepConfiguration {
-        SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
-                           concurrency: concurrency, transports: protocols.transports, retries: retries)
+    private func configuration(target: IPAddress, known: [PortResult]) throws -> SweepConfiguration {
+        var configuration = SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
+                                               concurrency: concurrency, transports: protocols.transports, retries: retries)
+        if to != nil { configuration.direction = .outbound(line: SweepDirection.outboundLine(token: SweepDirection.randomToken())) }
+        configuration.rate = pacing.rate
+        configuration.order = pacing.portOrder()
+        configuration.known = known
+        return configuration
     }
 
     /// The command raises the descriptor limit (the library never changes process state) and tells the sweep.
@@ -233,12 +286,14 @@ struct OutputFormatArgument: ExpressibleByArgument {
 final class SweepOutput: @unchecked Sendable {
     private var renderer: ResultRenderer
     private let singlePort: Bool
+    private let resume: ResumeFile?
     private let out = OutputBuffer()
     private(set) var singleOutcome = Outcome.pass
     private(set) var failure: (any Error)?
 
-    init(renderer: ResultRenderer, singlePort: Bool) {
+    init(renderer: ResultRenderer, singlePort: Bool, resume: ResumeFile? = nil) {
         self.renderer = renderer
+        self.resume = resume
         self.singlePort = singlePort
     }
 
@@ -246,6 +301,7 @@ final class SweepOutput: @unchecked Sendable {
         do {
             if !singlePort { out.write(renderer.header()) }
             for try await result in results {
+                resume?.add(result)
                 if singlePort {
                     singleOutcome.formUnion(result.outcome)
                 } else {
@@ -255,6 +311,7 @@ final class SweepOutput: @unchecked Sendable {
         } catch {
             failure = error
         }
+        resume?.flush()
         if !singlePort { out.write(renderer.finish()) }
         out.flush()
     }

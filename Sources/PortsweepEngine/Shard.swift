@@ -40,16 +40,28 @@ public enum Shard {
     /// loop iteration; `done` is called last, once, after every handle of the shard is closed.
     public static func start(
         _ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
-        bind: IPAddress, target: IPAddress, swept: PortSet, progress: ShardProgress = ShardProgress(),
+        bind: IPAddress, target: IPAddress, swept: PortSet, direction: SweepDirection = .inbound,
+        progress: ShardProgress = ShardProgress(), rate: RateLimit? = nil,
         deliver: @escaping ([PortResult]) -> Void, done: @escaping (ShardEnd) -> Void
     ) -> ShardHandle {
         let scheduler = ShardScheduler(loop: loop, ports: ports, settings: settings, deliver: deliver, done: done)
         scheduler.progress = progress
-        switch transport {
-        case .tcp:
+        scheduler.rate = rate
+        switch (transport, direction) {
+        case (.tcp, .outbound(let line)):
+            scheduler.probe = OutboundTCPProbe(scheduler: scheduler, capacity: settings.capacity, target: target, line: line)
+        case (.udp, .outbound(let line)):
+            do {
+                scheduler.probe = try OutboundUDPProbe(scheduler: scheduler, capacity: settings.capacity, target: target,
+                                                       line: line, window: settings.window)
+            } catch {
+                done(ShardEnd(retryCandidates: [], failure: .clientSocket(errno: error.errno), cancelled: false))
+                return ShardHandle(loop: loop, scheduler: nil)
+            }
+        case (.tcp, .inbound):
             scheduler.probe = TCPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind, target: target,
                                        swept: swept)
-        case .udp:
+        case (.udp, .inbound):
             do {
                 scheduler.probe = try UDPProbe(scheduler: scheduler, capacity: settings.capacity, bind: bind,
                                                target: target, window: settings.window)

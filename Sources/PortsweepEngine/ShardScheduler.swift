@@ -77,6 +77,9 @@ public struct ShardSettings: Sendable {
     public var stallAfter: Duration
     /// A final pass: EADDRINUSE is reported as USED instead of being set aside for a retry.
     public var isRetryPass: Bool
+    /// USED in a main pass is set aside for the retry pass (the sweep's own client sockets may hold the port).
+    /// An outbound sweep's USED is the far end's answer: final.
+    public var setsAsideUsed = true
     /// Datagram probes resend this often within a step (nil: never).
     public var retransmitInterval: Duration?
     /// Ports started per loop iteration at most: uv_now() is cached per iteration, so a long start-up batch
@@ -136,6 +139,10 @@ public final class ShardScheduler {
     private let retransmitMs: UInt64?
     var probe: (any PortProbe)!
     var progress: ShardProgress?
+    /// `--rate`, shared with every other shard of the sweep.
+    var rate: RateLimit?
+    /// The last fill stopped at the rate limit: the coarse tick fills again.
+    private var throttled = false
     private var publishedAt: UInt64 = 0
 
     /// After each poll: deadlines swept, results handed over.
@@ -235,7 +242,7 @@ public final class ShardScheduler {
         wheel.cancel(slot)
         live[Int(slot)] = false
         let port = slotPort[Int(slot)]
-        if outcome == .used && !settings.isRetryPass {
+        if outcome == .used && !settings.isRetryPass && settings.setsAsideUsed {
             retryCandidates.append(port)
         } else if !stopping {
             pending.append(PortResult(port: port, transport: probe.transport, outcome: outcome, errno: errno))
@@ -318,12 +325,17 @@ public final class ShardScheduler {
             backoffUntil = 0
         }
         filling = true
+        throttled = false
         var started = 0
         while busy < settings.capacity && active < settings.window && hasMore {
             if started == settings.startBatch {
                 idle?.start()
                 filling = false
                 return
+            }
+            if let rate, !rate.take() {
+                throttled = true
+                break
             }
             guard let slot = free.popLast(), let port = nextPort() else { break }
             slotPort[Int(slot)] = port
@@ -357,7 +369,7 @@ public final class ShardScheduler {
             if retransmitMs != nil { probe.retransmit(slot) }
             if live[s] && !wheel.isScheduled(slot) { wheel.schedule(slot, at: nextWake(slot, now: now)) }
         }
-        if !due.isEmpty || backoffUntil != 0 {
+        if !due.isEmpty || backoffUntil != 0 || throttled {
             due.removeAll(keepingCapacity: true)
             fill()
         }

@@ -20,6 +20,8 @@ public final class Sweep: Sendable {
     private let ports: [UInt16]
     private let run = Mutex<RunState?>(nil)
     private let board: Mutex<ResultBoard?> = Mutex(nil)
+    /// `--rate`, one limit over every shard.
+    private let rate: RateLimit?
 
     private final class RunState: @unchecked Sendable {
         // Guarded by the owning Sweep's `run` mutex.
@@ -45,12 +47,14 @@ public final class Sweep: Sendable {
         guard bind.family == configuration.target.family else {
             throw .familyMismatch(bind: bind, target: configuration.target)
         }
-        try Sweep.checkBindable(bind)
+        if !configuration.direction.isOutbound { try Sweep.checkBindable(bind) }
         try Sweep.checkRoute(to: configuration.target)
         self.configuration = configuration
         self.group = group
         ports = configuration.ports.sorted
-        let loops = min(group.loops.count, max(1, (ports.count + 63) / 64))
+        rate = configuration.rate.map { RateLimit(perSecond: $0) }
+        let toTest = configuration.orderedTransports.map { configuration.portsToTest($0).count }.max() ?? 0
+        let loops = min(group.loops.count, max(1, (toTest + 63) / 64))
         plan = SweepPlan(configuration: configuration, loops: loops, budget: budget ?? .current())
     }
 
@@ -99,7 +103,8 @@ public final class Sweep: Sendable {
     func start(continuation: Continuation) throws(SweepError) {
         let transports = configuration.orderedTransports
         let board = ResultBoard(ports: ports, transports: transports) { continuation.yield($0) }
-        let state = RunState(shards: plan.loops * transports.count)
+        let work = transports.map { ($0, configuration.portsToTest($0)) }.filter { !$0.1.isEmpty }
+        let state = RunState(shards: plan.loops * work.count)
         let alreadyStarted = run.withLock { current -> Bool in
             if current != nil { return true }
             current = state
@@ -107,26 +112,33 @@ public final class Sweep: Sendable {
         }
         if alreadyStarted { throw .alreadyStarted }
         self.board.withLock { $0 = board }
+        // Verdicts of an earlier run first, in their places; nothing left to test ends the sweep at once.
+        let known = configuration.knownInScope
+        if !known.isEmpty { board.post(known) }
+        if work.isEmpty { return complete(board: board, continuation: continuation) }
 
-        let shares = Shard.deal(ports, over: plan.loops)
         // UDP first: its shared client socket is opened once per shard, before TCP ports take descriptors.
-        for transport in transports.reversed() {
+        for (transport, ports) in work.reversed() {
             let share = plan.shares[transport]!
             let settings = settings(for: transport, window: share.windowPerLoop, capacity: share.capacityPerLoop)
-            for (loop, ports) in zip(group.loops, shares) {
+            for (loop, ports) in zip(group.loops, Shard.deal(ports, over: plan.loops)) {
                 launch(transport, on: loop, ports: ports, settings: settings, board: board, continuation: continuation)
             }
         }
     }
 
     private func settings(for transport: Transport, window: Int, capacity: Int, retryPass: Bool = false) -> ShardSettings {
-        ShardSettings(window: window, capacity: capacity, timeout: configuration.timeout, isRetryPass: retryPass,
-                      retransmitInterval: transport == .udp ? configuration.retransmitInterval : nil)
+        var settings = ShardSettings(window: window, capacity: capacity, timeout: configuration.timeout,
+                                     isRetryPass: retryPass,
+                                     retransmitInterval: transport == .udp ? configuration.retransmitInterval : nil)
+        settings.setsAsideUsed = !configuration.direction.isOutbound
+        return settings
     }
 
     private func launch(_ transport: Transport, on loop: EventLoop, ports: [UInt16], settings: ShardSettings,
                         board: ResultBoard, continuation: Continuation) {
         let (bind, target, swept) = (configuration.bindAddress, configuration.target, configuration.ports)
+        let (direction, rate) = (configuration.direction, self.rate)
         let progress = ShardProgress()
         run.withLock { $0?.progress.append(progress) }
         // The retry pass names who holds each port that stays USED (from /proc, read while they hold it).
@@ -140,7 +152,7 @@ public final class Sweep: Sendable {
         loop.execute { [self] in
             let handle = Shard.start(
                 transport, on: loop, ports: ports, settings: settings, bind: bind, target: target, swept: swept,
-                progress: progress, deliver: deliver,
+                direction: direction, progress: progress, rate: rate, deliver: deliver,
                 done: { end in self.shardEnded(end, transport: transport, board: board, continuation: continuation) })
             let cancelled = run.withLock { state in
                 state?.handles.append(handle)

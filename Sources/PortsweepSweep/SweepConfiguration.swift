@@ -15,6 +15,15 @@ public struct SweepConfiguration: Sendable {
     public var transports: Set<Transport>
     /// UDP: how many times the client's line is resent within a step (datagrams get lost, even on loopback).
     public var retries: Int
+    /// Inbound (listen here, connect through the target) or outbound (to a remote echo listener at the target).
+    public var direction: SweepDirection = .inbound
+    /// Port tests started per second over all loops (nil: as fast as the window allows).
+    public var rate: Double?
+    /// The order ports are tried in on the wire. Results come out in port order either way.
+    public var order: PortOrder = .ascending
+    /// Verdicts already known (from an earlier run's JSON Lines, `--resume`): handed out as results in their
+    /// place and not tested again.
+    public var known: [PortResult] = []
 
     public init(ports: PortSet, target: IPAddress = .loopbackV4, bind: IPAddress? = nil,
                 timeout: Duration = .seconds(3), concurrency: Int? = nil, transports: Set<Transport> = [.tcp],
@@ -30,11 +39,64 @@ public struct SweepConfiguration: Sendable {
 
     public var bindAddress: IPAddress { bind ?? target.wildcard }
 
+    /// `known`, cut to this sweep's ports and protocols, one verdict per port and protocol (the last one).
+    public var knownInScope: [PortResult] {
+        var seen: [Int: PortResult] = [:]
+        for result in known where transports.contains(result.transport) && ports.contains(result.port) {
+            seen[Int(result.port) << 1 | (result.transport == .tcp ? 0 : 1)] = result
+        }
+        return seen.keys.sorted().map { seen[$0]! }
+    }
+
+    /// The ports still to test for `transport`, in the order of `order`.
+    public func portsToTest(_ transport: Transport) -> [UInt16] {
+        let done = Set(known.lazy.filter { $0.transport == transport }.map(\.port))
+        let ports = done.isEmpty ? self.ports.sorted : self.ports.sorted.filter { !done.contains($0) }
+        return order.arrange(ports)
+    }
+
     /// The protocols to test, TCP first.
     public var orderedTransports: [Transport] { transports.sorted() }
 
     /// UDP resends at this interval: the timeout split evenly over the first send and the retries.
     public var retransmitInterval: Duration { timeout / (retries + 1) }
+}
+
+/// The order ports are tried in.
+public enum PortOrder: Sendable, Equatable {
+    case ascending
+    /// Shuffled by a generator seeded with `seed`: the same seed, the same order (to reproduce a run).
+    case random(seed: UInt64)
+
+    public func arrange(_ ports: [UInt16]) -> [UInt16] {
+        guard case .random(let seed) = self else { return ports }
+        // Fisher-Yates by hand: the standard library's shuffle may change its draws between releases, and a
+        // seed must give the same order on every build.
+        var generator = SplitMix64(seed: seed)
+        var result = ports
+        var i = result.count
+        while i > 1 {
+            let j = Int(generator.next() % UInt64(i))
+            i -= 1
+            result.swapAt(i, j)
+        }
+        return result
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood): a small generator whose sequence depends on the seed alone, unlike the
+/// system's. Orders ports; nothing secret.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
 
 /// How a sweep will run: loops, and per protocol the window and slots, from the descriptor budget.
@@ -54,7 +116,14 @@ public struct SweepPlan: Sendable, CustomStringConvertible {
 
     /// Descriptors one port in flight needs: TCP a listener, a client and the accepted server; UDP its server
     /// socket (the client socket is shared by the loop's ports).
-    public static func descriptorsPerPort(_ transport: Transport) -> Int { transport == .tcp ? 3 : 1 }
+    /// Outbound, TCP needs only the client, UDP nothing of its own (the loop's shared socket).
+    public static func descriptorsPerPort(_ transport: Transport, _ direction: SweepDirection = .inbound) -> Int {
+        switch (transport, direction.isOutbound) {
+        case (.tcp, false): return 3
+        case (.udp, false), (.tcp, true): return 1
+        case (.udp, true): return 0
+        }
+    }
 
     /// Default active ports per loop: on loopback larger windows only add queueing delay (and, for UDP,
     /// retransmissions).
@@ -64,7 +133,7 @@ public struct SweepPlan: Sendable, CustomStringConvertible {
         let loops = max(1, loops)
         let transports = configuration.orderedTransports
         // Every protocol gets the same number of slots out of the descriptors.
-        let perSlotSet = transports.map(SweepPlan.descriptorsPerPort).reduce(0, +)
+        let perSlotSet = transports.map { SweepPlan.descriptorsPerPort($0, configuration.direction) }.reduce(0, +)
         let slotsTotal = max(1, budget.available / max(1, perSlotSet))
         self.loops = loops
         self.budget = budget

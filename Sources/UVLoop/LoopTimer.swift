@@ -169,6 +169,7 @@ extension EventLoop {
 /// The process's monotonic clock (`uv_hrtime`), the same on every loop: for marks that loops compare.
 public enum MonotonicClock {
     public static var milliseconds: UInt64 { uv_hrtime() / 1_000_000 }
+    public static var nanoseconds: UInt64 { uv_hrtime() }
 }
 
 /// Wall-clock time, for stamping events with when they happened (not when they were printed).

