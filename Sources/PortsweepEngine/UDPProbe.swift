@@ -52,26 +52,7 @@ final class UDPProbe: PortProbe, UDPSlabDelegate {
         targetAddress = PortAddress(target)
         servers.delegate = self
         client.delegate = self
-        try openClient(family: target.family, window: window)
-    }
-
-    private func openClient(family: IPAddress.Family, window: Int) throws(UVError) {
-        if let error = client.open(0, family: family) { throw error }
-        let wildcard = PortAddress(family == .v4 ? .anyV4 : .anyV6)
-        if let error = client.bind(0, to: wildcard, port: 0) { throw closeClient(error) }
-        // Replies of a whole window can arrive between two reads: room for them, or they are dropped.
-        client.set(.receiveBuffer, Int32(min(16 << 20, max(1 << 20, window * 8192))), on: 0)
-        client.set(.sendBuffer, Int32(min(4 << 20, max(256 << 10, window * 2048))), on: 0)
-        // ICMP errors go to the error queue with the original destination, so they can be told apart by port.
-        client.receiveErrors(on: 0, family: family)
-        if let error = client.startReceiving(0) { throw closeClient(error) }
-    }
-
-    /// The probe is not made after all: its client closes without it.
-    private func closeClient(_ error: UVError) -> UVError {
-        client.delegate = nil
-        client.close(0)
-        return error
+        try client.openSharedClient(family: target.family, window: window)
     }
 
     // MARK: PortProbe

@@ -113,21 +113,23 @@ final class TestNetwork {
     }
 
     @discardableResult
-    private func shell(_ script: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            throw TestNetworkError(script: script, message: message)
-        }
-        return message
-    }
+    private func shell(_ script: String) throws -> String { try runSetupScript(script) }
+}
+
+/// Runs a setup script of test hosts with /bin/sh; its stderr is the error's message when it fails.
+@discardableResult
+func runSetupScript(_ script: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", script]
+    let err = Pipe()
+    process.standardError = err
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    if process.terminationStatus != 0 { throw TestNetworkError(script: script, message: message) }
+    return message
 }
 
 struct TestNetworkError: Error, CustomStringConvertible {
