@@ -93,11 +93,11 @@ public struct PortHolders: Sendable {
         var found: [UInt64: PortHolder] = [:]
         var link = [CChar](repeating: 0, count: 64)
         while found.count < inodes.count, let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            let name = PortHolders.name(of: entry)
             guard let pid = Int32(name), let fds = opendir("/proc/\(name)/fd") else { continue }
             var comm: String?
             while let fd = readdir(fds) {
-                let fdName = withUnsafeBytes(of: fd.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                let fdName = PortHolders.name(of: fd)
                 let n = readlink("/proc/\(name)/fd/\(fdName)", &link, link.count - 1)
                 guard n > 8 else { continue }
                 link[n] = 0
@@ -112,6 +112,14 @@ public struct PortHolders: Sendable {
             closedir(fds)
         }
         return found
+    }
+
+    /// A directory entry's name, read in place. Never through `entry.pointee`: that copies a whole `dirent`
+    /// (280 bytes) while the kernel packs records to `d_reclen`, so the copy of the last entry of a getdents
+    /// buffer could read past its end (a segfault seen once in CI).
+    private static func name(of entry: UnsafeMutablePointer<dirent>) -> String {
+        let offset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+        return String(cString: (UnsafeRawPointer(entry) + offset).assumingMemoryBound(to: CChar.self))
     }
 
     static func contents(of path: String) -> String? {
