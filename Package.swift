@@ -64,7 +64,7 @@ let package = Package(
         // The sweep mode: a configuration in, an AsyncSequence of results out.
         .target(
             name: "PortsweepSweep",
-            dependencies: ["PortsweepEngine", "UVLoop", .product(name: "Metrics", package: "swift-metrics"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            dependencies: ["PortsweepEngine", "PortsweepHTTP", "UVLoop", .product(name: "Metrics", package: "swift-metrics"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict),
 
         // The listen mode: hold listeners on a range, reply, and stream what happens as events.

@@ -146,3 +146,47 @@ struct TransportOptions: ParsableArguments {
 
     var transports: Set<Transport> { tcpOnly ? [.tcp] : udpOnly ? [.udp] : [.tcp, .udp] }
 }
+
+/// `--via http://HOST[:PORT][/]`: a checker (`portsweep serve`). Plain HTTP: TLS goes to a proxy in front.
+struct CheckerURL: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
+    let text: String
+    let host: HostArgument
+    let port: UInt16
+
+    static func parse(_ text: String) throws -> CheckerURL {
+        if text.lowercased().hasPrefix("https://") {
+            throw ArgumentReason("https is not spoken to a checker: use http:// (put TLS in a proxy in front of the checker)")
+        }
+        guard text.lowercased().hasPrefix("http://") else { throw ArgumentReason("expected http://HOST[:PORT]") }
+        var rest = Substring(text.dropFirst(7))
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@"), !rest.contains("?") else {
+            throw ArgumentReason("expected http://HOST[:PORT], without a path, user or query")
+        }
+        var hostText = String(rest)
+        var port: UInt16 = 80
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw ArgumentReason("an IPv6 address in brackets has no ]") }
+            hostText = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let value = UInt16(after.dropFirst()), value > 0 else { throw ArgumentReason("bad port after the address") }
+                port = value
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            hostText = String(rest[..<colon])
+            guard let value = UInt16(rest[rest.index(after: colon)...]), value > 0 else { throw ArgumentReason("the port must be from 1 to 65535") }
+            port = value
+        }
+        return CheckerURL(text: text, host: try HostArgument.parse(hostText), port: port)
+    }
+
+    /// The Host header: the name (or address) and the port as given.
+    var hostHeader: String {
+        let name = host.address.map { $0.family == .v6 ? "[\($0)]" : "\($0)" } ?? host.description
+        return port == 80 ? name : "\(name):\(port)"
+    }
+
+    var description: String { text }
+    var defaultValueDescription: String { text }
+}

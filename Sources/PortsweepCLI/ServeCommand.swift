@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Logging
 import Metrics
@@ -17,6 +18,7 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             curl "server:8000/check_port?port=3000&protocol=udp" from the machine whose port you want checked. \
             Statuses: Reachable, Reachable and Verified, Unreachable, Filtered (TCP) or Reachable or Filtered (UDP). \
+            POST /sweep probes many ports of the caller at once, for `portsweep sweep --via http://server:8000`. \
             Exit status: 0 after SIGTERM/SIGINT, 2 when the listen address cannot be used, 64 bad usage.
             """)
 
@@ -43,8 +45,11 @@ struct ServeCommand: AsyncParsableCommand {
             transform: Seconds.parse)
     var idleTimeout = Seconds(30)
 
-    @Option(name: .long, help: ArgumentHelp("Request body bytes at most (the API takes none); more is 413.", valueName: "BYTES"))
-    var maxBody: Int = 1024
+    @Option(name: .long, help: ArgumentHelp("Request body bytes at most (only POST /sweep takes one, a small JSON object); more is 413.", valueName: "BYTES"))
+    var maxBody: Int = 8192
+
+    @OptionGroup(title: "Bulk sweeps (POST /sweep)")
+    var bulk: BulkOptions
 
     @Option(name: .long, help: ArgumentHelp("Clients the rate limiter remembers at most; the oldest are forgotten first (portsweep_rate_limit_evictions_total).", valueName: "N"))
     var rateLimitClients: Int = 100_000
@@ -75,6 +80,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard maxChecks >= 1, maxConnections >= 1 else {
             throw ValidationError("invalid --max-checks or --max-connections: must be at least 1")
         }
+        try bulk.validate()
         guard maxBody >= 0 else { throw ValidationError("invalid --max-body '\(maxBody)': must be 0 or more") }
         guard rateLimitClients >= 1 else {
             throw ValidationError("invalid --rate-limit-clients '\(rateLimitClients)': must be at least 1")
@@ -96,7 +102,7 @@ struct ServeCommand: AsyncParsableCommand {
         let service = CheckService(configuration, group: group, accessLog: Logger(label: "portsweep.serve.access"),
                                    metricsText: { registry.emitToBuffer() })
         let server = try await startServer(on: group.loops[0]) { await service.handle($0) }
-        notes.info("serving /check_port on \(server.localAddress)")
+        notes.info("serving /check_port\(configuration.bulk == nil ? "" : " and /sweep") on \(server.localAddress)")
         // Served until a signal; then the drain ends when the last check in flight has its answer.
         let serving = HTTPServerService(server, drainWithin: configuration.probeTimeout + .seconds(2))
         _ = try await Lifecycle.run([serving], signals: signals) { signal in
@@ -124,6 +130,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.clientGrouping = ClientGrouping(ipv6Prefix: ipv6Prefix)
         configuration.trustedProxies = trustProxy
         configuration.maxProbes = maxChecks
+        configuration.bulk = bulk.limits
         return configuration
     }
 
@@ -158,5 +165,46 @@ struct RateLimitOption: ArgumentValue, Sendable {
 
     var defaultValueDescription: String {
         limit.map { "\($0.count)/\(SweepCommand.text(Double($0.window.components.seconds)))" } ?? "off"
+    }
+}
+
+/// The bulk endpoint's switches and budgets.
+struct BulkOptions: ParsableArguments {
+    @Flag(name: .long, help: "Turn POST /sweep off (404).")
+    var noBulk = false
+
+    @Option(name: .long, help: ArgumentHelp("Port tests (ports times protocols) per client address per hour; the default is two full sweeps of both protocols.", valueName: "N"))
+    var bulkTestsPerHour: Int = BulkLimits().testsPerHour
+
+    @Option(name: .long, help: ArgumentHelp("Bulk sweeps in progress at once, over all clients; more get 503.", valueName: "N"))
+    var bulkSweeps: Int = BulkLimits().maxConcurrentSweeps
+
+    @Option(name: .long, help: ArgumentHelp("Probes per second over all bulk sweeps together.", valueName: "N"))
+    var bulkProbesPerSecond: Int = BulkLimits().probesPerSecond
+
+    @Option(name: .long, help: ArgumentHelp("Require 'Authorization: Bearer KEY' on POST /sweep (default: $PORTSWEEP_API_KEY when set, so that the key stays out of ps).", valueName: "KEY"))
+    var apiKey: String?
+
+    func validate() throws {
+        guard bulkTestsPerHour >= 1 else { throw ValidationError("invalid --bulk-tests-per-hour '\(bulkTestsPerHour)': must be at least 1") }
+        guard bulkSweeps >= 1 else { throw ValidationError("invalid --bulk-sweeps '\(bulkSweeps)': must be at least 1") }
+        guard (1...10_000_000).contains(bulkProbesPerSecond) else {
+            throw ValidationError("invalid --bulk-probes-per-second '\(bulkProbesPerSecond)': must be from 1 to 10000000")
+        }
+        if let key = resolvedKey, key.isEmpty || key.utf8.contains(where: { $0 <= 32 || $0 >= 127 }) {
+            throw ValidationError("invalid --api-key: must be printable ASCII without spaces")
+        }
+    }
+
+    private var resolvedKey: String? { apiKey ?? ProcessInfo.processInfo.environment["PORTSWEEP_API_KEY"] }
+
+    var limits: BulkLimits? {
+        guard !noBulk else { return nil }
+        var limits = BulkLimits()
+        limits.testsPerHour = bulkTestsPerHour
+        limits.maxConcurrentSweeps = bulkSweeps
+        limits.probesPerSecond = bulkProbesPerSecond
+        limits.apiKey = resolvedKey
+        return limits
     }
 }

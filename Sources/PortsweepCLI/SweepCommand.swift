@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import Logging
 import PortsweepEngine
@@ -40,13 +41,20 @@ struct SweepCommand: AsyncParsableCommand {
             transform: HostArgument.parse)
     var to: HostArgument?
 
+    @Option(name: .customLong("via"), help: ArgumentHelp("Sweep inbound through a remote checker ('portsweep serve' outside your network): it connects back to this machine's address as it sees it, on each port, while listeners here say what reached them.", valueName: "URL"),
+            transform: CheckerURL.parse)
+    var via: CheckerURL?
+
+    @Option(name: .long, help: ArgumentHelp("The key of a checker that requires one (--via). (default: $PORTSWEEP_API_KEY)", valueName: "KEY"))
+    var apiKey: String?
+
     @OptionGroup var pacing: PacingOptions
 
     @Option(name: .long, help: ArgumentHelp("Skip the ports whose verdict is in FILE (an earlier run's JSON Lines) and append every new verdict to it; the output is the whole range's.", valueName: "FILE"))
     var resume: String?
 
     /// Where the client connects: --to's host outbound, --target's inbound (default this machine).
-    var target: HostArgument { to ?? targetOption ?? .address(.loopbackV4) }
+    var target: HostArgument { to ?? via?.host ?? targetOption ?? .address(.loopbackV4) }
 
     @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"),
             transform: IPAddress.parse)
@@ -110,6 +118,11 @@ struct SweepCommand: AsyncParsableCommand {
             if let targetOption { throw ValidationError("--to \(to) and --target \(targetOption) exclude each other: sweep outbound to a remote listener, or inbound through a target") }
             if let bind { throw ValidationError("--bind \(bind) has no use with --to: an outbound sweep holds no listener") }
         }
+        if let via {
+            if let to { throw ValidationError("--via \(via) and --to \(to) exclude each other: sweep inbound through a checker, or outbound to a listener") }
+            if let targetOption { throw ValidationError("--via \(via) and --target \(targetOption) exclude each other: the checker probes the address it sees you at") }
+        }
+        if apiKey != nil && via == nil { throw ValidationError("--api-key is for a checker: use it with --via") }
         if let bind, let address = target.address, bind.family != address.family {
             throw ValidationError("--bind \(bind) and --target \(target) must be of the same IP family")
         }
@@ -132,7 +145,7 @@ struct SweepCommand: AsyncParsableCommand {
         let group = try LocalResources.loops()
         defer { group.shutdown() }
         let targetAddress = try await resolveTarget(on: group.loops[0])
-        if chatty && to == nil && targetAddress.isLocalhost {
+        if chatty && to == nil && via == nil && targetAddress.isLocalhost {
             Terminal.error("WARNING: Target is localhost. All tests should succeed.\n")
             Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
         }
@@ -166,12 +179,13 @@ struct SweepCommand: AsyncParsableCommand {
         if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
     }
 
-    private var targetOptionName: String { to != nil ? "--to" : "--target" }
+    private var targetOptionName: String { to != nil ? "--to" : via != nil ? "--via" : "--target" }
 
     private static func describe(_ configuration: SweepConfiguration, timeout: Double) -> String {
         let what = "sweeping \(configuration.ports.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+")))"
-        let how = configuration.direction.isOutbound
-            ? "outbound to \(configuration.target)" : "of \(configuration.target) (listeners on \(configuration.bindAddress))"
+        let how = configuration.via.map { "inbound through the checker at \($0.url) (listeners on \(configuration.bindAddress))" }
+            ?? (configuration.direction.isOutbound
+                ? "outbound to \(configuration.target)" : "of \(configuration.target) (listeners on \(configuration.bindAddress))")
         let pace = configuration.rate.map { ", at most \(SweepCommand.text($0)) ports/s" } ?? ""
         return "\(what) \(how), timeout \(SweepCommand.text(timeout)) s per step\(pace)"
     }
@@ -216,6 +230,11 @@ struct SweepCommand: AsyncParsableCommand {
         var configuration = SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
                                                concurrency: concurrency, transports: protocols.transports, retries: retries)
         if to != nil { configuration.direction = .outbound(line: SweepDirection.outboundLine(token: SweepDirection.randomToken())) }
+        if let via {
+            configuration.via = Checker(url: via.text, address: SocketAddress(target, port: via.port), host: via.hostHeader,
+                                        token: SweepDirection.randomToken(),
+                                        apiKey: apiKey ?? ProcessInfo.processInfo.environment["PORTSWEEP_API_KEY"])
+        }
         configuration.rate = pacing.rate
         configuration.order = pacing.portOrder()
         configuration.known = known

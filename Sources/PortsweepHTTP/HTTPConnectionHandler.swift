@@ -237,7 +237,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
         let request = HTTPRequest(method: HTTPRequest.Method(head.method) ?? .get, scheme: nil,
                                   authority: head.headers.first { $0.name.lowercased() == "host" }?.value,
                                   path: head.target, headerFields: fields)
-        return ServerRequest(head: request, peer: peer)
+        return ServerRequest(head: request, body: head.body, peer: peer)
     }
 }
 

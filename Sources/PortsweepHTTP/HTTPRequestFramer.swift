@@ -10,6 +10,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var keepAlive: Bool
     /// Header fields in order, when the framer collects them.
     public var headers: [(name: String, value: String)]
+    /// The body, when the framer collects headers (a deferred handler's request); at most the framer's limit.
+    public var body: [UInt8] = []
 
     public var isHead: Bool { method == "HEAD" }
 
@@ -17,6 +19,7 @@ public struct HTTPRequestHead: Sendable, Equatable {
         a.method == b.method && a.target == b.target && a.versionMajor == b.versionMajor
             && a.versionMinor == b.versionMinor && a.keepAlive == b.keepAlive
             && a.headers.map(\.name) == b.headers.map(\.name) && a.headers.map(\.value) == b.headers.map(\.value)
+            && a.body == b.body
     }
 }
 
@@ -45,7 +48,7 @@ public struct HTTPFramingError: Error, Sendable, Equatable, CustomStringConverti
 }
 
 /// Frames HTTP/1.x requests out of a byte stream with Debian's http-parser (2.9.4, request-smuggling fixes):
-/// pipelined requests, bodies (Content-Length or chunked, read and dropped), keep-alive. One framer per
+/// pipelined requests, bodies (Content-Length or chunked; kept when headers are, dropped otherwise), keep-alive. One framer per
 /// connection, used from one thread.
 public final class HTTPRequestFramer {
     private var parser = http_parser()
@@ -79,10 +82,13 @@ public final class HTTPRequestFramer {
             framer.bodyBytes = 0
             return 0
         }
-        settings.on_body = { parser, _, length in
+        settings.on_body = { parser, at, length in
             let framer = HTTPRequestFramer.from(parser)
             framer.bodyBytes += UInt64(length)
-            if framer.bodyBytes > framer.maxBodyBytes { framer.refuse(.bodyTooLarge, parser) }
+            if framer.bodyBytes > framer.maxBodyBytes { framer.refuse(.bodyTooLarge, parser); return 0 }
+            if framer.collectHeaders, let at {
+                framer.current?.body.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+            }
             return 0
         }
         settings.on_url = { parser, at, length in

@@ -1,13 +1,16 @@
 public import HTTPTypes
 public import UVLoop
 
-/// A request as a handler sees it: the head as swift-http-types values, and the peer.
+/// A request as a handler sees it: the head as swift-http-types values, the body (at most the connection's
+/// `maxBodyBytes`), and the peer.
 public struct ServerRequest: Sendable {
     public var head: HTTPRequest
+    public var body: [UInt8]
     public var peer: SocketAddress?
 
-    public init(head: HTTPRequest, peer: SocketAddress?) {
+    public init(head: HTTPRequest, body: [UInt8] = [], peer: SocketAddress?) {
         self.head = head
+        self.body = body
         self.peer = peer
     }
 }

@@ -101,12 +101,3 @@ public struct ConnectionMetrics {
         add(refusedRequests, new.refusedRequests - old.refusedRequests)
     }
 }
-
-extension EventLoop {
-    /// Runs `body` on this loop and returns its value (from any context).
-    public func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
-            execute { done.resume(returning: body()) }
-        }
-    }
-}

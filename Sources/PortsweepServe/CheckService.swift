@@ -19,12 +19,15 @@ public struct CheckConfiguration: Sendable {
     public var trustedProxies: [CIDR] = []
     /// Probes in flight at most; more get 503.
     public var maxProbes: Int = 10_000
+    /// `POST /sweep`, many ports in one request; nil: no such route (`--no-bulk`).
+    public var bulk: BulkLimits? = BulkLimits()
 
     public init() {}
 }
 
 /// The port-checker API: `GET /check_port?port=&protocol=&confirmation_data=&format=` probes the caller's own
-/// address and answers in the original service's words and shapes; `GET /healthz`.
+/// address and answers in the original service's words and shapes; `POST /sweep` probes many (`BulkSweep`);
+/// `GET /healthz`.
 public final class CheckService: Sendable {
     public let configuration: CheckConfiguration
     private let group: EventLoopGroup
@@ -33,6 +36,7 @@ public final class CheckService: Sendable {
     private let accessLog: Logger?
     private let metrics = ServeMetrics()
     private let metricsText: (@Sendable () -> [UInt8])?
+    private let bulk: BulkSweep?
 
     /// `accessLog`: a line per request (time, client, port, protocol, status, duration). `metricsText`: the body
     /// of `GET /metrics` (Prometheus text), or nil for no such route.
@@ -42,6 +46,9 @@ public final class CheckService: Sendable {
         self.group = group
         self.accessLog = accessLog
         self.metricsText = metricsText
+        bulk = configuration.bulk.map {
+            BulkSweep($0, group: group, grouping: configuration.clientGrouping, clients: configuration.rateLimitClients)
+        }
         limiter = configuration.rateLimit.map {
             RateLimiter($0, grouping: configuration.clientGrouping, capacity: configuration.rateLimitClients)
         }
@@ -92,6 +99,10 @@ public final class CheckService: Sendable {
             return ServerResponse(status: .ok, headers: [.contentType: "text/plain"], body: Array("ok\n".utf8))
         case (.get, "/check_port"), (.head, "/check_port"):
             return await check(query: query, request: request, record: &record)
+        case (.post, "/sweep") where bulk != nil:
+            return bulk!.handle(request, client: client(of: request), record: &record)
+        case (_, "/sweep") where bulk != nil:
+            return Answer.error("Method not allowed: POST a sweep request", status: .methodNotAllowed, text: false)
         case (.get, "/metrics") where metricsText != nil, (.head, "/metrics") where metricsText != nil:
             return ServerResponse(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: metricsText!())
         case (_, "/check_port"), (_, "/healthz"):

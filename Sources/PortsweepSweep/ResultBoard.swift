@@ -42,6 +42,19 @@ final class ResultBoard: Sendable {
         }
     }
 
+    /// The tests without a verdict yet: (port, protocol).
+    func missing() -> [(UInt16, Transport)] {
+        state.withLock { state in
+            var out: [(UInt16, Transport)] = []
+            for (port, first) in position.enumerated() where first >= 0 {
+                for (offset, transport) in transports.enumerated() where state.results[Int(first) + offset] == nil {
+                    out.append((UInt16(port), transport))
+                }
+            }
+            return out
+        }
+    }
+
     func post(_ batch: [PortResult]) {
         // Emitting under the lock keeps runs in port order when two loops post at once; `emit` only yields to an
         // AsyncStream, which never calls back into the board.

@@ -22,6 +22,7 @@ public final class Sweep: Sendable {
     private let board: Mutex<ResultBoard?> = Mutex(nil)
     /// `--rate`, one limit over every shard.
     private let rate: RateLimit?
+    private let budget: DescriptorBudget
 
     private final class RunState: @unchecked Sendable {
         // Guarded by the owning Sweep's `run` mutex.
@@ -35,6 +36,8 @@ public final class Sweep: Sendable {
         var retried = 0
         var progress: [ShardProgress] = []
         var summary: SweepSummary?
+        /// A sweep through a checker runs as one task.
+        var via: Task<Void, Never>?
         let started = ContinuousClock.now
         init(shards: Int) { shardsLeft = shards }
     }
@@ -53,6 +56,7 @@ public final class Sweep: Sendable {
         self.group = group
         ports = configuration.ports.sorted
         rate = configuration.rate.map { RateLimit(perSecond: $0) }
+        self.budget = budget ?? .current()
         let toTest = configuration.orderedTransports.map { configuration.portsToTest($0).count }.max() ?? 0
         let loops = min(group.loops.count, max(1, (toTest + 63) / 64))
         plan = SweepPlan(configuration: configuration, loops: loops, budget: budget ?? .current())
@@ -116,6 +120,7 @@ public final class Sweep: Sendable {
         let known = configuration.knownInScope
         if !known.isEmpty { board.post(known) }
         if work.isEmpty { return complete(board: board, continuation: continuation) }
+        if let checker = configuration.via { return startVia(checker, board: board, state: state, continuation: continuation) }
 
         // UDP first: its shared client socket is opened once per shard, before TCP ports take descriptors.
         for (transport, ports) in work.reversed() {
@@ -162,26 +167,65 @@ public final class Sweep: Sendable {
         }
     }
 
+    /// Inbound through a checker: one task runs the windows; the board gets verdicts as the checker's records
+    /// come; a checker that fails ends the sweep with what was decided and the ports left named.
+    private func startVia(_ checker: Checker, board: ResultBoard, state: RunState, continuation: Continuation) {
+        let via = ViaRun(configuration: configuration, checker: checker, group: group, board: board, budget: budget)
+        let task = Task { [self] in
+            do throws(ViaRun.Failure) {
+                try await via.run()
+                complete(board: board, continuation: continuation)
+            } catch {
+                let untested = untestedSpec(board)
+                board.postRemaining()
+                run.withLock { state in
+                    state?.failure = nil
+                    state?.cancelled = true
+                }
+                switch error {
+                case .checker(let what): continuation.finish(throwing: SweepError.checker(what, untested: untested))
+                case .local(let failure): continuation.finish(throwing: SweepError.local(failure))
+                }
+            }
+        }
+        let cancelled = run.withLock { state -> Bool in
+            state?.via = task
+            return state?.cancelled ?? false
+        }
+        if cancelled { task.cancel() }
+    }
+
+    /// The tests without a verdict, as port specs per protocol (`TCP 30000-65535, UDP 30000-65535`).
+    private func untestedSpec(_ board: ResultBoard) -> String {
+        let missing = board.missing()
+        return configuration.orderedTransports.compactMap { transport -> String? in
+            let ports = missing.filter { $0.1 == transport }.map(\.0)
+            return ports.isEmpty ? nil : "\(transport.rawValue) \(PortSet(ports))"
+        }.joined(separator: ", ")
+    }
+
     func cancel() {
-        let handles = run.withLock { state -> [ShardHandle] in
-            guard let state else { return [] }
+        let (handles, via) = run.withLock { state -> ([ShardHandle], Task<Void, Never>?) in
+            guard let state else { return ([], nil) }
             state.cancelled = true
-            return state.handles
+            return (state.handles, state.via)
         }
         for handle in handles { handle.cancel() }
+        via?.cancel()
     }
 
     /// Stops the sweep short (SIGINT, SIGTERM): no more ports start, those in flight are dropped, every result
     /// decided so far is still handed out (in port order, gaps where a port was left untested), and the summary
     /// says the sweep was interrupted and how many ports it left untested. Any thread; idempotent.
     public func interrupt() {
-        let handles = run.withLock { state -> [ShardHandle] in
-            guard let state, !state.cancelled else { return [] }
+        let (handles, via) = run.withLock { state -> ([ShardHandle], Task<Void, Never>?) in
+            guard let state, !state.cancelled else { return ([], nil) }
             state.cancelled = true
             state.interrupted = true
-            return state.handles
+            return (state.handles, state.via)
         }
         for handle in handles { handle.cancel() }
+        via?.cancel()
     }
 
     private func shardEnded(_ end: ShardEnd, transport: Transport, board: ResultBoard, continuation: Continuation) {

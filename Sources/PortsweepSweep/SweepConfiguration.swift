@@ -24,6 +24,9 @@ public struct SweepConfiguration: Sendable {
     /// Verdicts already known (from an earlier run's JSON Lines, `--resume`): handed out as results in their
     /// place and not tested again.
     public var known: [PortResult] = []
+    /// Inbound through a remote checker (`--via`): it probes this host's own address from outside, while the
+    /// listeners here tell what reached them. `target` is then the checker's address.
+    public var via: Checker?
 
     public init(ports: PortSet, target: IPAddress = .loopbackV4, bind: IPAddress? = nil,
                 timeout: Duration = .seconds(3), concurrency: Int? = nil, transports: Set<Transport> = [.tcp],
@@ -190,6 +193,8 @@ public enum SweepError: Error, Sendable, CustomStringConvertible {
     case local(LocalFailure)
     case alreadyStarted
     case noRoute(IPAddress, errno: Int32)
+    /// The checker could not be reached, refused, or went away; `untested` names what was left.
+    case checker(String, untested: String)
 
     public var description: String {
         switch self {
@@ -200,6 +205,8 @@ public enum SweepError: Error, Sendable, CustomStringConvertible {
             return "cannot bind to \(ip): \(UVError.name(ofErrno: errno)) (is it an address of this machine?)"
         case .local(let failure): return "local problem: \(failure)"
         case .alreadyStarted: return "this sweep was already started"
+        case .checker(let what, let untested):
+            return untested.isEmpty ? what : "\(what); left untested: \(untested)"
         case .noRoute(let ip, let errno):
             return "local problem: this machine has no route to \(ip) (\(UVError.name(ofErrno: errno))); check the address and the routes"
         }

@@ -249,3 +249,12 @@ public protocol LoopActor: Actor {
 extension LoopActor {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
 }
+
+extension EventLoop {
+    /// Runs `body` on this loop and returns its value (from any context).
+    public func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
+            execute { done.resume(returning: body()) }
+        }
+    }
+}
