@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "PortsweepServe",
             dependencies: [
-                "PortsweepHTTP", "PortsweepEngine", "UVLoop",
+                "PortsweepHTTP", "PortsweepEngine", "PortsweepSweep", "UVLoop",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

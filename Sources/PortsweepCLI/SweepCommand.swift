@@ -229,7 +229,7 @@ struct SweepCommand: AsyncParsableCommand {
     private func configuration(target: IPAddress, known: [PortResult]) throws -> SweepConfiguration {
         var configuration = SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
                                                concurrency: concurrency, transports: protocols.transports, retries: retries)
-        if to != nil { configuration.direction = .outbound(line: SweepDirection.outboundLine(token: SweepDirection.randomToken())) }
+        if to != nil { configuration.direction = .echo(SweepDirection.outboundLine(token: SweepDirection.randomToken())) }
         if let via {
             configuration.via = Checker(url: via.text, address: SocketAddress(target, port: via.port), host: via.hostHeader,
                                         token: SweepDirection.randomToken(),

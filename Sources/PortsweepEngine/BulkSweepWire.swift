@@ -28,8 +28,14 @@ public struct BulkSweepRequest: Codable, Sendable, Equatable {
     public var protocols: [String]
     public var timeoutMilliseconds: Int
     public var token: String
+    /// Optional: the address the caller expects to be probed. The checker probes only the caller's own address;
+    /// naming another is refused (never silently probed instead, never silently ignored).
+    public var address: String?
+    /// Optional: the caller's own ceiling of probes per second (a gentle sweep through a small router).
+    public var probesPerSecond: Double?
 
-    public init(ports: String, protocols: [String], timeoutMilliseconds: Int, token: String) {
+    public init(ports: String, protocols: [String], timeoutMilliseconds: Int, token: String, address: String? = nil) {
+        self.address = address
         self.ports = ports
         self.protocols = protocols
         self.timeoutMilliseconds = timeoutMilliseconds
@@ -37,8 +43,9 @@ public struct BulkSweepRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case ports, protocols, token
+        case ports, protocols, token, address
         case timeoutMilliseconds = "timeout_ms"
+        case probesPerSecond = "probes_per_second"
     }
 }
 

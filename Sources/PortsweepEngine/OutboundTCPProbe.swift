@@ -33,11 +33,14 @@ final class OutboundTCPProbe: PortProbe, TCPSlabDelegate {
     private let clients: TCPSlab
     private let target: PortAddress
     private let line: WireText
+    /// What must come back: the line itself from an echo.
+    private let answer: WireText
 
-    init(scheduler: ShardScheduler, capacity: Int, target: IPAddress, line: WireText) {
-        precondition(line.count <= Int(UInt8.max), "the line's progress is counted in a byte")
+    init(scheduler: ShardScheduler, capacity: Int, target: IPAddress, line: WireText, answer: WireText) {
+        precondition(answer.count <= Int(UInt8.max), "the answer's progress is counted in a byte")
         self.scheduler = scheduler
         self.line = line
+        self.answer = answer
         slots = [Slot](repeating: Slot(), count: capacity)
         clients = TCPSlab(on: scheduler.loop, capacity: capacity, connects: true, writes: true)
         self.target = PortAddress(target)
@@ -122,8 +125,8 @@ final class OutboundTCPProbe: PortProbe, TCPSlabDelegate {
     func received(_ slab: TCPSlab, _ slot: Int32, _ bytes: ReceivedBytes) {
         let s = Int(slot)
         guard slots[s].phase == .echoing else { return }
-        guard line.matches(bytes, at: &slots[s].matched) else { return finish(slot, .used, errno: EBADMSG) }
-        if Int(slots[s].matched) == line.count { finish(slot, .pass) }
+        guard answer.matches(bytes, at: &slots[s].matched) else { return finish(slot, .used, errno: EBADMSG) }
+        if Int(slots[s].matched) == answer.count { finish(slot, .pass) }
     }
 
     func readEnded(_ slab: TCPSlab, _ slot: Int32, error: UVError?) {

@@ -34,11 +34,14 @@ final class OutboundUDPProbe: PortProbe, UDPSlabDelegate {
     private var portSlot = [Int32](repeating: -1, count: 65536)
     private let target: PortAddress
     private let line: WireText
+    /// What must come back: the line itself from an echo.
+    private let answer: WireText
 
     /// Loop thread only. Opens the shared socket; throws when it cannot (descriptors exhausted).
-    init(scheduler: ShardScheduler, capacity: Int, target: IPAddress, line: WireText, window: Int) throws(UVError) {
+    init(scheduler: ShardScheduler, capacity: Int, target: IPAddress, line: WireText, answer: WireText, window: Int) throws(UVError) {
         self.scheduler = scheduler
         self.line = line
+        self.answer = answer
         slots = [Slot](repeating: Slot(), count: capacity)
         client = UDPSlab(on: scheduler.loop, capacity: 1, batchedReceive: true)
         self.target = PortAddress(target)
@@ -115,7 +118,7 @@ final class OutboundUDPProbe: PortProbe, UDPSlabDelegate {
     func received(_ slab: UDPSlab, _ slot: Int32, _ bytes: ReceivedBytes, from peer: DatagramPeer) {
         let slot = portSlot[Int(peer.port)]
         guard slot >= 0, slots[Int(slot)].phase == .waiting else { return }
-        if line.isExactly(bytes) { finish(slot, .pass) } else { slots[Int(slot)].wrongAnswer = true }
+        if answer.isExactly(bytes) { finish(slot, .pass) } else { slots[Int(slot)].wrongAnswer = true }
     }
 
     func receiveFailed(_ slab: UDPSlab, _ slot: Int32, error: UVError) { drainErrorQueue() }

@@ -48,12 +48,12 @@ public enum Shard {
         scheduler.progress = progress
         scheduler.rate = rate
         switch (transport, direction) {
-        case (.tcp, .outbound(let line)):
-            scheduler.probe = OutboundTCPProbe(scheduler: scheduler, capacity: settings.capacity, target: target, line: line)
-        case (.udp, .outbound(let line)):
+        case (.tcp, .outbound(let line, let answer)):
+            scheduler.probe = OutboundTCPProbe(scheduler: scheduler, capacity: settings.capacity, target: target, line: line, answer: answer)
+        case (.udp, .outbound(let line, let answer)):
             do {
                 scheduler.probe = try OutboundUDPProbe(scheduler: scheduler, capacity: settings.capacity, target: target,
-                                                       line: line, window: settings.window)
+                                                       line: line, answer: answer, window: settings.window)
             } catch {
                 done(ShardEnd(retryCandidates: [], failure: .clientSocket(errno: error.errno), cancelled: false))
                 return ShardHandle(loop: loop, scheduler: nil)

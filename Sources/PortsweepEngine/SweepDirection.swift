@@ -6,8 +6,12 @@ public enum SweepDirection: Sendable {
     /// forward, or this host as the outside reaches it).
     case inbound
     /// Out to a remote `portsweep listen --reply echo` that holds the ports: connect (or send) to the target on
-    /// each port, send `line`, and expect it back. No listener here.
-    case outbound(line: WireText)
+    /// each port, send `line`, and expect `answer` back (the line itself from an echo; a checker probing a
+    /// `sweep --via` caller expects that caller's answer line). No listener here.
+    case outbound(line: WireText, answer: WireText)
+
+    /// Out to an echo: the answer is the line.
+    public static func echo(_ line: WireText) -> SweepDirection { .outbound(line: line, answer: line) }
 
     public var isOutbound: Bool {
         if case .outbound = self { return true }

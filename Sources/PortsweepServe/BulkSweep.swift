@@ -3,6 +3,7 @@ import HTTPTypes
 import Metrics
 public import PortsweepEngine
 import PortsweepHTTP
+import PortsweepSweep
 import Synchronization
 public import UVLoop
 
@@ -77,6 +78,10 @@ final class BulkSweep: Sendable {
             return Answer.error(refusal.description, status: .badRequest, text: false)
         }
         record.client = ip
+        if let asked = spec.address, asked != ip {
+            BulkSweep.refused("other_address")
+            return Answer.error("A sweep probes only your own address (\(ip)), not \(asked)", status: .forbidden, text: false)
+        }
         record.protocol = spec.transports.map { $0.rawValue.lowercased() }.joined(separator: "+")
         record.result = "\(spec.tests) tests"
         switch budget.take(spec.tests, for: ip) {
@@ -105,7 +110,8 @@ final class BulkSweep: Sendable {
         return .streaming(headers: [.contentType: "application/x-ndjson", .cacheControl: "no-store"], stream(spec, to: ip))
     }
 
-    /// Probes every test of `spec`, at most `inFlightPerSweep` at once, each line yielded as it is decided.
+    /// Probes every test of `spec` with the sweep engine (outbound, to the caller's address, the probe line out
+    /// and the caller's answer line expected back), each record yielded as its verdict comes, in port order.
     private func stream(_ spec: BulkSweepSpec, to ip: IPAddress) -> AsyncStream<[UInt8]> {
         let (stream, continuation) = AsyncStream<[UInt8]>.makeStream(bufferingPolicy: .unbounded)
         let task = Task { [self] in
@@ -113,87 +119,66 @@ final class BulkSweep: Sendable {
                 inFlight.record(running.withLock { count in count -= 1; return count })
                 continuation.finish()
             }
+            var configuration = SweepConfiguration(ports: PortSet(spec.ports), target: ip, timeout: spec.timeout,
+                                                   concurrency: limits.inFlightPerSweep, transports: Set(spec.transports))
+            configuration.direction = .outbound(line: WireText(copying: spec.line), answer: WireText(copying: spec.answer))
+            configuration.rate = spec.probesPerSecond
+            configuration.sharedRate = rate
+            guard let sweep = try? Sweep(configuration, group: group) else { return }
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
-            let tests = spec.transports.flatMap { transport in spec.ports.map { (transport, $0) } }
-            var next = 0
             var done = 0
             var batch: [UInt8] = []
             var flushed = ContinuousClock.now
-            await withTaskGroup(of: BulkProbeRecord?.self) { group in
-                func add() {
-                    guard next < tests.count else { return }
-                    let (transport, port) = tests[next]
-                    next += 1
-                    group.addTask { await self.probe(transport, SocketAddress(ip, port: port), spec) }
-                }
-                for _ in 0..<min(limits.inFlightPerSweep, tests.count) { add() }
-                while let result = await group.next() {
-                    guard let record = result else { continue }
-                    done += 1
-                    batch += (try? encoder.encode(record)).map(Array.init) ?? []
+            do {
+                for try await result in sweep.results() {
+                    probed[result.transport]?.increment()
+                    batch += (try? encoder.encode(Self.record(result))).map(Array.init) ?? []
                     batch.append(0x0A)
+                    done += 1
                     // Lines go out in runs (a chunk per line would cost a write each), at least every 50 ms.
                     if batch.count >= 16 * 1024 || ContinuousClock.now - flushed > .milliseconds(50) {
                         continuation.yield(batch)
                         batch = []
                         flushed = ContinuousClock.now
                     }
-                    if Task.isCancelled { group.cancelAll(); break }
-                    add()
                 }
+            } catch {
+                // This server's own trouble (out of descriptors): the stream ends without its last line, and
+                // the caller names the ports left.
+                if !batch.isEmpty { continuation.yield(batch) }
+                return
             }
             if !batch.isEmpty { continuation.yield(batch) }
             guard !Task.isCancelled else { return }
             continuation.yield(((try? encoder.encode(BulkSweepEnd(probed: done))).map(Array.init) ?? []) + [0x0A])
         }
-        // The caller went away (or the server drains): stop probing.
+        // The caller went away (or the server drains): stop probing (cancelling the loop over the results
+        // cancels the sweep and closes its handles).
         continuation.onTermination = { _ in task.cancel() }
         return stream
     }
 
-    /// One probe, started when the service-wide rate allows; nil when the sweep was cancelled meanwhile.
-    private func probe(_ transport: Transport, _ target: SocketAddress, _ spec: BulkSweepSpec) async -> BulkProbeRecord? {
-        while !rate.take() {
-            if Task.isCancelled { return nil }
-            try? await Task.sleep(for: .milliseconds(2))
+    /// An outbound verdict in the checker's words.
+    static func record(_ result: PortResult) -> BulkProbeRecord {
+        let (port, proto) = (Int(result.port), result.transport == .tcp ? "tcp" : "udp")
+        let error = result.errno == 0 ? nil : UVError.name(ofErrno: result.errno)
+        switch result.outcome {
+        case .pass:
+            return BulkProbeRecord(port: port, protocol: proto, connected: result.transport == .tcp, answered: true)
+        case .fail:  // TCP: no connection
+            return BulkProbeRecord(port: port, protocol: proto, connected: false, answered: false, error: error)
+        case .recv:  // connected (TCP) and sent; nothing came back in time
+            return BulkProbeRecord(port: port, protocol: proto, connected: result.transport == .tcp, answered: false, error: error)
+        case .send:  // UDP: an ICMP error came back
+            return BulkProbeRecord(port: port, protocol: proto, connected: false, answered: false, error: error)
+        case .used:  // something else answered, or closed before answering
+            return BulkProbeRecord(port: port, protocol: proto, connected: result.transport == .tcp, answered: false,
+                                   wrongAnswer: result.errno == EBADMSG, error: error)
+        default:  // this server's own trouble on that port
+            return BulkProbeRecord(port: port, protocol: proto, connected: false, answered: false,
+                                   error: "checker:" + (error ?? "EIO"))
         }
-        if Task.isCancelled { return nil }
-        probed[transport]?.increment()
-        let (port, loop) = (Int(target.port), group.next())
-        switch transport {
-        case .tcp:
-            let answer = spec.answer
-            let exchange = await PortProber.tcp(target, payload: spec.line, maxBytes: answer.count, timeout: spec.timeout,
-                                                on: loop, enough: { $0.count >= answer.count })
-            switch exchange {
-            case .notConnected(let error):
-                return BulkProbeRecord(port: port, protocol: "tcp", connected: false, answered: false, error: Self.name(error))
-            case .connected(let received, let error):
-                let answered = received == answer
-                return BulkProbeRecord(port: port, protocol: "tcp", connected: true, answered: answered,
-                                       wrongAnswer: !answered && !received.isEmpty,
-                                       error: answered ? nil : error.map(Self.name) ?? (received.isEmpty ? "ENOTCONN" : "EBADMSG"))
-            }
-        case .udp:
-            switch await PortProber.udp(target, payload: spec.line, tries: 2, timeout: spec.timeout, on: loop) {
-            case .answered(let back):
-                let answered = back == spec.answer
-                return BulkProbeRecord(port: port, protocol: "udp", connected: false, answered: answered,
-                                       wrongAnswer: !answered, error: answered ? nil : "EBADMSG")
-            case .silence:
-                return BulkProbeRecord(port: port, protocol: "udp", connected: false, answered: false, error: "ETIMEDOUT")
-            case .failed(let error):
-                return BulkProbeRecord(port: port, protocol: "udp", connected: false, answered: false, error: Self.name(error))
-            }
-        }
-    }
-
-    /// The error's name; the checker's own trouble (not the path's) is marked `checker:` so that the caller
-    /// never reads it as a block.
-    static func name(_ error: UVError) -> String {
-        if error == .timedOut || PortProber.isAboutThePath(error) { return error.name }
-        return "checker:" + error.name
     }
 }
 
@@ -204,6 +189,9 @@ struct BulkSweepSpec: Sendable {
     var timeout: Duration
     var line: [UInt8]
     var answer: [UInt8]
+    var address: IPAddress?
+    /// The caller's own ceiling of probes per second.
+    var probesPerSecond: Double?
 
     var tests: Int { ports.count * transports.count }
 
@@ -231,10 +219,19 @@ struct BulkSweepSpec: Sendable {
             return .failure("timeout_ms must be from 100 to \(BulkSweepWire.maxTimeoutMilliseconds)")
         }
         guard BulkSweepWire.isValidToken(request.token) else { return .failure("The token must be 8 to 64 letters and digits") }
+        if let asked = request.probesPerSecond, !(asked >= 1 && asked <= 10_000_000) {
+            return .failure("probes_per_second must be from 1 to 10000000")
+        }
+        var address: IPAddress?
+        if let text = request.address {
+            guard let parsed = IPAddress(text) else { return .failure("Bad address: \(text.prefix(64))") }
+            address = parsed.unmapped
+        }
         return .success(BulkSweepSpec(ports: ports.sorted, transports: transports.sorted(),
                                       timeout: .milliseconds(request.timeoutMilliseconds),
                                       line: BulkSweepWire.probeLine(token: request.token),
-                                      answer: BulkSweepWire.answerLine(token: request.token)))
+                                      answer: BulkSweepWire.answerLine(token: request.token), address: address,
+                                      probesPerSecond: request.probesPerSecond))
     }
 }
 

@@ -55,7 +55,7 @@ public final class Sweep: Sendable {
         self.configuration = configuration
         self.group = group
         ports = configuration.ports.sorted
-        rate = configuration.rate.map { RateLimit(perSecond: $0) }
+        rate = configuration.rate.map { RateLimit(perSecond: $0, within: configuration.sharedRate) } ?? configuration.sharedRate
         self.budget = budget ?? .current()
         let toTest = configuration.orderedTransports.map { configuration.portsToTest($0).count }.max() ?? 0
         let loops = min(group.loops.count, max(1, (toTest + 63) / 64))

@@ -19,6 +19,8 @@ public struct SweepConfiguration: Sendable {
     public var direction: SweepDirection = .inbound
     /// Port tests started per second over all loops (nil: as fast as the window allows).
     public var rate: Double?
+    /// A limit this sweep shares with others (a checker's probes per second over every sweep it runs).
+    public var sharedRate: RateLimit?
     /// The order ports are tried in on the wire. Results come out in port order either way.
     public var order: PortOrder = .ascending
     /// Verdicts already known (from an earlier run's JSON Lines, `--resume`): handed out as results in their

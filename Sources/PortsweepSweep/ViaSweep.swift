@@ -122,7 +122,10 @@ final class ViaRun: Sendable {
         let wanted = transports.flatMap { transport in ports.filter { !decided.contains(Self.key($0, transport)) }.map { Self.key($0, transport) } }
         var failure: Failure?
         if !wanted.isEmpty {
-            do { try await ask(ports, transports: transports, expecting: Set(wanted), on: connection) } catch { failure = error }
+            // Only what this host could listen on is asked: a port another program holds is its business.
+            let asked = Set(wanted.map { UInt16($0 >> 1) }).sorted()
+            let askedTransports = transports.filter { transport in wanted.contains { $0 & 1 == (transport == .tcp ? 0 : 1) } }
+            do { try await ask(asked, transports: askedTransports, expecting: Set(wanted), on: connection) } catch { failure = error }
         }
         // The next window's listeners need these descriptors: wait until they are released.
         for (listener, share) in zip(listeners, dealt) {
@@ -135,8 +138,9 @@ final class ViaRun: Sendable {
 
     /// Sends the request and reads its answer to the end, posting verdicts as records arrive.
     private func ask(_ ports: [UInt16], transports: [Transport], expecting: Set<Int>, on connection: TCPConnection) async throws(Failure) {
-        let request = BulkSweepRequest(ports: PortSet(ports).description, protocols: transports.map { $0.rawValue.lowercased() },
+        var request = BulkSweepRequest(ports: PortSet(ports).description, protocols: transports.map { $0.rawValue.lowercased() },
                                        timeoutMilliseconds: Self.milliseconds(configuration.timeout), token: checker.token)
+        request.probesPerSecond = configuration.rate
         let body = (try? JSONEncoder().encode(request)).map(Array.init) ?? []
         var head = "POST /sweep HTTP/1.1\r\nHost: \(checker.host)\r\nContent-Type: application/json\r\n"
         if let key = checker.apiKey { head += "Authorization: Bearer \(key)\r\n" }
