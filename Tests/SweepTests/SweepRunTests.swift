@@ -126,7 +126,9 @@ enum TestSockets {
         let (results, _) = try await sweep.run()
         #expect(results.count == 5)
         #expect(results.allSatisfy { $0.outcome == .send && $0.errno == ECONNREFUSED })
-        #expect(ContinuousClock.now - start < .seconds(5), "the ICMP error must end the wait, not the timeout")
+        // Under the 10 s timeout with room: a full parallel run (blocking end-to-end tests on a 2-thread pool) has
+        // delayed this by 6 s.
+        #expect(ContinuousClock.now - start < .seconds(9), "the ICMP error must end the wait, not the timeout")
     }
 
     @Test func bothProtocolsStreamInPortOrderTCPFirst() async throws {
@@ -154,7 +156,7 @@ enum TestSockets {
         #expect(results.map(\.port) == ports)
         #expect(results.allSatisfy { $0.outcome == .fail && $0.errno == ECONNREFUSED },
                 "\(results.map { "\($0.port) \($0.outcome) errno \($0.errno)" })")
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(9), "refused at once, not the 10 s timeout")
     }
 
     @Test func aBindAddressNotOnThisMachineIsALocalError() throws {
