@@ -178,10 +178,7 @@ public final class Sweep: Sendable {
             } catch {
                 let untested = untestedSpec(board)
                 board.postRemaining()
-                run.withLock { state in
-                    state?.failure = nil
-                    state?.cancelled = true
-                }
+                run.withLock { $0?.cancelled = true }
                 switch error {
                 case .checker(let what): continuation.finish(throwing: SweepError.checker(what, untested: untested))
                 case .local(let failure): continuation.finish(throwing: SweepError.local(failure))

@@ -118,7 +118,7 @@ final class ViaRun: Sendable {
                 decided.insert(Self.key(port, transport))
             }
         }
-        if !local.isEmpty { board.post(Self.namingHolders(local)) }
+        if !local.isEmpty { board.post(HolderLookup(ports: local.map(\.port)).fill(local)) }
         let wanted = transports.flatMap { transport in ports.filter { !decided.contains(Self.key($0, transport)) }.map { Self.key($0, transport) } }
         var failure: Failure?
         if !wanted.isEmpty {
@@ -219,17 +219,6 @@ final class ViaRun: Sendable {
             outcome = heard.contains(port, transport) ? .recv : .send
         }
         return PortResult(port: port, transport: transport, outcome: outcome, errno: record.wrongAnswer ? EBADMSG : errno)
-    }
-
-    /// USED ports named with their holders, from one /proc snapshot.
-    private static func namingHolders(_ results: [PortResult]) -> [PortResult] {
-        guard results.contains(where: { $0.outcome == .used }) else { return results }
-        let holders = PortHolders.snapshot(ports: Set(results.map(\.port)))
-        return results.map { result in
-            var named = result
-            if result.outcome == .used { named.holder = holders.holder(of: result.port, transport: result.transport) }
-            return named
-        }
     }
 
     /// What a refusal says: the checker's own message (and wait time), or its status.

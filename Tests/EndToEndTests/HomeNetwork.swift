@@ -106,4 +106,19 @@ final class HomeNetwork {
 
     @discardableResult
     func shell(_ script: String) throws -> String { try runSetupScript(script) }
+
+    /// Checks a sweep's `--format json --no-group` output against `expected(port, protocol)` ("PASS",
+    /// "FAIL ETIMEDOUT"): how many records there were, and each one that differs.
+    static func verdicts(_ stdout: String, expected: (Int, String) -> String) throws -> (seen: Int, wrong: [String]) {
+        var seen = 0
+        var wrong: [String] = []
+        for line in stdout.split(separator: "\n") {
+            let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let (port, proto) = (record["port"] as! Int, record["protocol"] as! String)
+            let got = [record["result"] as! String, record["errno"] as? String].compactMap { $0 }.joined(separator: " ")
+            if got != expected(port, proto) { wrong.append("\(proto) \(port): \(got), expected \(expected(port, proto))") }
+            seen += 1
+        }
+        return (seen, wrong)
+    }
 }

@@ -56,15 +56,7 @@ struct OutboundSweepTests {
             let run = try Portsweep.run(["sweep", "--to", HomeNetwork.internetAddress, "--ports", "2000-3000", "--timeout", "1",
                                          "--format", "json", "--no-group"], netns: network.client)
             #expect(run.status == 1, "\(run.stderr)")
-            var seen = 0
-            var wrong: [String] = []
-            for line in run.stdout.split(separator: "\n") {
-                let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-                let (port, proto) = (record["port"] as! Int, record["protocol"] as! String)
-                let got = [record["result"] as! String, record["errno"] as? String].compactMap { $0 }.joined(separator: " ")
-                if got != Self.expected(port, proto) { wrong.append("\(proto) \(port): \(got), expected \(Self.expected(port, proto))") }
-                seen += 1
-            }
+            let (seen, wrong) = try HomeNetwork.verdicts(run.stdout, expected: Self.expected)
             #expect(seen == 2002)
             #expect(wrong.isEmpty, "\(wrong.prefix(20))")
         }

@@ -55,15 +55,7 @@ struct ViaSweepTests {
             let sweep = ["sweep", "--via", Self.checkerURL, "--ports", "2000-3000", "--timeout", "1"]
             let run = try Portsweep.run(sweep + ["--format", "json", "--no-group"], netns: network.client)
             #expect(run.status == 1, "\(run.stderr)")
-            var seen = 0
-            var wrong: [String] = []
-            for line in run.stdout.split(separator: "\n") {
-                let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-                let (port, proto) = (record["port"] as! Int, record["protocol"] as! String)
-                let got = [record["result"] as! String, record["errno"] as? String].compactMap { $0 }.joined(separator: " ")
-                if got != Self.expected(port, proto) { wrong.append("\(proto) \(port): \(got), expected \(Self.expected(port, proto))") }
-                seen += 1
-            }
+            let (seen, wrong) = try HomeNetwork.verdicts(run.stdout, expected: Self.expected)
             #expect(seen == 2002)
             #expect(wrong.isEmpty, "\(wrong.prefix(20))")
 
@@ -124,8 +116,8 @@ struct ViaSweepTests {
             let body = #"{"ports":"4000-4009","protocols":["tcp","udp"],"timeout_ms":500,"token":"abcdefgh12345678""#
             let curl = HomeNetwork.launcher(network.internet) + ["/usr/bin/curl", "-sS", "--max-time", "10", "-X", "POST",
                                                                  "-H", "X-Forwarded-For: \(HomeNetwork.routerWAN)"]
-            let spoofed = try Self.output(curl + ["--data", body + "}", "\(Self.checkerURL)/sweep"])
-            let named = try Self.output(curl + ["--data", body + #","address":"\#(HomeNetwork.routerWAN)"}"#, "\(Self.checkerURL)/sweep"])
+            let spoofed = try Portsweep.shell(curl + ["--data", body + "}", "\(Self.checkerURL)/sweep"])
+            let named = try Portsweep.shell(curl + ["--data", body + #","address":"\#(HomeNetwork.routerWAN)"}"#, "\(Self.checkerURL)/sweep"])
             // The spoofed request probed its sender, where nothing listens; the named one was refused.
             #expect(spoofed.contains(#""error":"ECONNREFUSED""#) && !spoofed.contains(#""connected":true"#), "\(spoofed)")
             #expect(named.contains("A sweep probes only your own address (\(HomeNetwork.internetAddress)), not \(HomeNetwork.routerWAN)"), "\(named)")
@@ -137,21 +129,9 @@ struct ViaSweepTests {
 
     /// The checker's `portsweep_bulk_probes_total`, both protocols.
     static func probesMade(_ network: HomeNetwork, port: Int) -> Int {
-        let text = (try? output(HomeNetwork.launcher(network.internet) + ["/usr/bin/curl", "-sS", "--max-time", "5",
+        let text = (try? Portsweep.shell(HomeNetwork.launcher(network.internet) + ["/usr/bin/curl", "-sS", "--max-time", "5",
                                                                             "http://\(HomeNetwork.internetAddress):\(port)/metrics"])) ?? ""
         return text.split(separator: "\n").filter { $0.hasPrefix("portsweep_bulk_probes_total{") }
             .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0) { $0 + Int($1) }
-    }
-
-    static func output(_ command: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
     }
 }
