@@ -150,7 +150,8 @@ struct SweepCommand: AsyncParsableCommand {
             Terminal.error("WARNING: To test external connectivity, use your external IP address with --target\n")
         }
         if case .name(let name) = target { logger.info("\(targetOptionName) \(name) is \(targetAddress)") }
-        let configuration = try configuration(target: targetAddress, known: resumeFile?.known ?? [])
+        var configuration = try configuration(target: targetAddress, known: resumeFile?.known ?? [])
+        if to != nil { await askFarListener(&configuration, on: group.loops[0], chatty: chatty) }
         if chatty, case .random(let seed) = configuration.order { Terminal.error("portsweep: --order random --seed \(seed)\n") }
         // Armed before the first port starts: a signal stops the sweep short and keeps what it found.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
@@ -177,6 +178,30 @@ struct SweepCommand: AsyncParsableCommand {
         if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
         if singlePort { throw ExitCode(Int32(output.singleOutcome.rawValue)) }
         if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+    }
+
+    /// --to: ports the far listener does not hold are decided from its roster (its own reasons) and not tested;
+    /// without a roster, a refusal may be a port it does not hold, and the user is told so.
+    private func askFarListener(_ configuration: inout SweepConfiguration, on loop: EventLoop, chatty: Bool) async {
+        let candidates = FarListener.candidates(configuration.ports)
+        guard let roster = await FarListener.ask(configuration.target, ports: candidates, timeout: timeout.duration,
+                                                 on: loop) else {
+            if chatty {
+                Terminal.error("portsweep: the listener on \(configuration.target) did not say which ports it holds (asked on TCP "
+                               + "\(PortSet(candidates))); a port it does not hold reads as FAIL (TCP) or SEND (UDP) below\n")
+            }
+            return
+        }
+        let unheld = configuration.unheld(by: roster)
+        configuration.known += unheld
+        guard chatty, !unheld.isEmpty else { return }
+        for transport in configuration.orderedTransports {
+            let ports = PortSet(unheld.lazy.filter { $0.transport == transport }.map(\.port))
+            if !ports.isEmpty {
+                Terminal.error("portsweep: the listener on \(configuration.target) does not hold \(transport.rawValue) \(ports): "
+                               + "not tested, reported with its reason (USED, SUDO, ERRO), not as blocked\n")
+            }
+        }
     }
 
     private var targetOptionName: String { to != nil ? "--to" : via != nil ? "--via" : "--target" }

@@ -241,12 +241,7 @@ public final class HTTPConnectionHandler: ConnectionHandler {
     }
 }
 
-/// Echo: every byte back. Silent: read and drop. The two non-HTTP replies of listen.
-public final class EchoHandler: ConnectionHandler {
-    public init() {}
-    public func received(_ bytes: UnsafeRawBufferPointer, on connection: Connection) { connection.send(bytes) }
-}
-
+/// Silent: read and drop (listen's echo, which also answers the roster question, lives with listen).
 public final class SilentHandler: ConnectionHandler {
     public init() {}
     public func received(_ bytes: UnsafeRawBufferPointer, on connection: Connection) {}

@@ -14,6 +14,8 @@ final class ListenShard: ConnectionShardDelegate, DatagramSocketDelegate {
         var limits: ListenLimits
         /// Every UDP port of the whole listen (all loops and workers): datagrams from them get no answer.
         var ownUDPPorts: PortSet
+        /// The whole listen's roster, for echo connections that ask.
+        var roster: RosterBoard
     }
 
     let loop: EventLoop
@@ -35,12 +37,12 @@ final class ListenShard: ConnectionShardDelegate, DatagramSocketDelegate {
         self.deliver = deliver
         gate = UDPReplyGate(policy: plan.limits.udp, ownPorts: plan.ownUDPPorts)
         if plan.transports.contains(.tcp) {
-            let reply = plan.reply, limits = plan.limits.connections
+            let reply = plan.reply, limits = plan.limits.connections, roster = plan.roster
             let shard = ConnectionShard(loop: loop, limits: limits, budget: budget) { connection in
                 switch reply {
                 case .http: HTTPConnectionHandler(.immediate(ListenAnswers(port: connection.port, client: connection.peer)),
                                                   limits: limits)
-                case .echo: EchoHandler()
+                case .echo: EchoReply(roster: roster)
                 case .silent: SilentHandler()
                 }
             }

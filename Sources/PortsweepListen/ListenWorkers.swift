@@ -15,6 +15,12 @@ struct WorkerAssignment: Codable {
     var slot: Int
 }
 
+/// Parent to worker, after the assignment: the whole listen's roster, once every worker has tried its ports
+/// (and again after a replacement).
+struct WorkerUpdate: Codable {
+    var roster: ListenerRoster
+}
+
 struct WorkerReport: Codable {
     struct Rejected: Codable {
         var port: UInt16
@@ -284,17 +290,31 @@ final class WorkerPool {
             guard workers.allSatisfy(\.ready) else { return }
             self.starting = nil
             failures.sort { ($0.transport, $0.port) < ($1.transport, $1.port) }
+            publishRoster()
             starting(.success(ListenStart(held: configuration.socketsNeeded - failures.count, failures: failures,
                                           workers: workers.count)))
             return
         }
-        // A replacement.
+        // A replacement: its ports' failures are those of its new start.
+        failures = failures.filter { !worker.ports.contains($0.port) } + failed
+        failures.sort { ($0.transport, $0.port) < ($1.transport, $1.port) }
+        publishRoster()
         var text = "\(worker.label) listening again"
         if !failed.isEmpty {
             text += "; \(failed.count) of its ports could not be held again: "
                 + failed.prefix(5).map { "\($0.transport.rawValue) \($0.port) \($0.reason)" }.joined(separator: ", ")
         }
         continuation.yield(.note(text, time: WallClock.now))
+    }
+
+    /// Tells every running worker the whole listen's roster (each echo connection asks its own process).
+    private func publishRoster() {
+        let update = WorkerUpdate(roster: ListenerRoster(configuration, failures: failures))
+        guard let data = try? encoder.encode(update) else { return }
+        let line = data + Data([0x0A])
+        for worker in workers where worker.ready {
+            _ = line.withUnsafeBytes { worker.process?.stdin?.write($0) }
+        }
     }
 
     /// A worker is over once it exited and its output ended (its last events are read before it counts as gone).
@@ -385,8 +405,10 @@ public enum ListenWorker {
         let budget = ConnectionBudget(limit: configuration.limits.connections.maxConnections, total: slots.slot(0),
                                       mine: slots.slot(assignment.slot))
         let (events, continuation) = AsyncStream<ListenEvent>.makeStream(bufferingPolicy: .unbounded)
+        let roster = RosterBoard()
+        await loop.run { channel.value.roster = roster }
         let listener = LocalListener(configuration, group: group, budget: budget, continuation: continuation,
-                                     ownUDPPorts: assignment.ownUDPPorts)
+                                     ownUDPPorts: assignment.ownUDPPorts, roster: roster)
         let failures = await listener.start()
         await channel.send(WorkerReport(ready: failures))
         await withTaskGroup(of: Void.self) { tasks in
@@ -418,8 +440,11 @@ public enum ListenWorker {
     }
 }
 
-/// The worker's pipes to its parent, on loop 0: stdin (the assignment, then the lifeline) and stdout.
+/// The worker's pipes to its parent, on loop 0: stdin (the assignment, then the whole listen's roster when it
+/// changes; the pipe is the lifeline) and stdout.
 final class ParentChannel: ByteStreamDelegate {
+    /// Where the roster updates go.
+    var roster: RosterBoard?
     private let input: ByteStream?
     private let output: ByteStream?
     private var buffer: [UInt8] = []
@@ -440,14 +465,19 @@ final class ParentChannel: ByteStreamDelegate {
     }
 
     func received(_ bytes: UnsafeRawBufferPointer, on stream: ByteStream) {
-        guard assignment == nil else { return }  // nothing more is sent; the pipe is a lifeline
         buffer += bytes
-        guard let newline = buffer.firstIndex(of: 0x0A) else { return }
-        let decoded = try? JSONDecoder().decode(WorkerAssignment.self, from: Data(buffer[..<newline]))
-        buffer = []
-        assignment = .some(decoded)
-        assignmentWaiter?.resume(returning: decoded)
-        assignmentWaiter = nil
+        while let newline = buffer.firstIndex(of: 0x0A) {
+            let line = Data(buffer[..<newline])
+            buffer.removeFirst(newline + 1)
+            if assignment == nil {
+                let decoded = try? JSONDecoder().decode(WorkerAssignment.self, from: line)
+                assignment = .some(decoded)
+                assignmentWaiter?.resume(returning: decoded)
+                assignmentWaiter = nil
+            } else if let update = try? JSONDecoder().decode(WorkerUpdate.self, from: line) {
+                roster?.publish(update.roster)
+            }
+        }
     }
 
     func ended(_ stream: ByteStream, error: UVError?) {

@@ -144,14 +144,20 @@ final class LocalListener: Sendable {
     private let budget: ConnectionBudget
     private let continuation: AsyncStream<ListenEvent>.Continuation
     private let ownUDPPorts: PortSet
+    /// What echo connections that ask are told; this listener publishes it when it is the whole listen.
+    let roster: RosterBoard
+    private let publishesRoster: Bool
     private let shards = Mutex<[LoopBox<ListenShard>]>([])
     /// The counts at the moment the shards closed (they are gone after).
     private let final = Mutex<ListenCounters?>(nil)
 
-    /// `ownUDPPorts`: the UDP ports of the whole listen, when this process holds only a share of them.
+    /// `ownUDPPorts`: the UDP ports of the whole listen, when this process holds only a share of them (a
+    /// worker: its parent then publishes the whole listen's roster on `roster`).
     init(_ configuration: ListenConfiguration, group: EventLoopGroup, budget: ConnectionBudget,
-         continuation: AsyncStream<ListenEvent>.Continuation, ownUDPPorts: PortSet? = nil) {
+         continuation: AsyncStream<ListenEvent>.Continuation, ownUDPPorts: PortSet? = nil, roster: RosterBoard = RosterBoard()) {
         self.ownUDPPorts = ownUDPPorts ?? configuration.ownUDPPorts
+        self.roster = roster
+        publishesRoster = ownUDPPorts == nil
         self.configuration = configuration
         self.group = group
         self.budget = budget
@@ -162,14 +168,15 @@ final class LocalListener: Sendable {
     func start() async -> [ListenFailure] {
         let loops = group.loops
         let shares = Shard.deal(configuration.ports.sorted, over: loops.count)
-        let (configuration, budget, continuation, own) = (self.configuration, self.budget, self.continuation, ownUDPPorts)
+        let (configuration, budget, continuation, own, roster) = (self.configuration, self.budget, self.continuation,
+                                                                  ownUDPPorts, self.roster)
         let opened = await withTaskGroup(of: (LoopBox<ListenShard>, [ListenFailure]).self) { tasks in
             for (loop, share) in zip(loops, shares) where !share.isEmpty {
                 tasks.addTask {
                     await loop.run {
                         let plan = ListenShard.Plan(ports: share, transports: configuration.transports,
                                                     bind: configuration.bind, reply: configuration.reply,
-                                                    limits: configuration.limits, ownUDPPorts: own)
+                                                    limits: configuration.limits, ownUDPPorts: own, roster: roster)
                         let shard = ListenShard(loop: loop, plan: plan, budget: budget) { events in
                             for event in events { continuation.yield(event) }
                         }
@@ -190,6 +197,7 @@ final class LocalListener: Sendable {
                 failures[i].holder = holders.holder(of: failures[i].port, transport: failures[i].transport)
             }
         }
+        if publishesRoster { roster.publish(ListenerRoster(configuration, failures: failures)) }
         return failures
     }
 
@@ -218,6 +226,14 @@ final class LocalListener: Sendable {
                 }
             }
         }
+    }
+}
+
+extension ListenerRoster {
+    /// The roster of `configuration`'s listen, given the ports it could not hold.
+    init(_ configuration: ListenConfiguration, failures: [ListenFailure]) {
+        self.init(ports: configuration.ports, transports: configuration.transports,
+                  failures: failures.map { ($0.port, $0.transport, $0.errno) })
     }
 }
 

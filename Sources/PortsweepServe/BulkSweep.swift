@@ -1,11 +1,11 @@
 import Foundation
 import HTTPTypes
 import Metrics
-public import PortsweepEngine
+import PortsweepEngine
 import PortsweepHTTP
 import PortsweepSweep
 import Synchronization
-public import UVLoop
+import UVLoop
 
 /// The limits of `POST /sweep`, the bulk endpoint (`serve --no-bulk` turns it off).
 public struct BulkLimits: Sendable, Equatable {

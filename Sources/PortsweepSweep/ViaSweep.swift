@@ -1,5 +1,5 @@
 import Foundation
-public import PortsweepEngine
+import PortsweepEngine
 import PortsweepHTTP
 public import UVLoop
 
@@ -238,17 +238,10 @@ final class ViaRun: Sendable {
 
     static func name(_ error: any Error) -> String { (error as? UVError)?.name ?? "\(error)" }
 
-    /// errno values by name, for the names a checker sends.
-    private static let errnos: [String: Int32] = {
-        var table: [String: Int32] = [:]
-        for errno in Int32(1)...Int32(133) { table[UVError.name(ofErrno: errno)] = errno }
-        return table
-    }()
-
     static func errno(named name: String?) -> Int32 {
         guard let name else { return 0 }
         let bare = name.hasPrefix("checker:") ? String(name.dropFirst(8)) : name
-        return errnos[bare] ?? EPROTO
+        return UVError.errno(named: bare) ?? EPROTO
     }
 }
 

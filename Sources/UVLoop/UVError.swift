@@ -41,6 +41,15 @@ extension UVError {
     /// The errno name for a positive errno value (for results that keep only the number).
     /// EBADMSG, which the probes use for an answer that is not the expected text, is one libuv has no name for.
     public static func name(ofErrno errno: Int32) -> String { errno == EBADMSG ? "EBADMSG" : UVError(-errno).name }
+
+    /// The errno of a name as `name(ofErrno:)` writes it (`EADDRINUSE`); nil for a name it never writes.
+    public static func errno(named name: String) -> Int32? { errnos[name] }
+
+    private static let errnos: [String: Int32] = {
+        var table: [String: Int32] = [:]
+        for errno in Int32(1)...Int32(133) { table[UVError.name(ofErrno: errno)] = errno }
+        return table
+    }()
 }
 
 extension UVError {

@@ -68,6 +68,53 @@ import UVLoop
         group.shutdown()
         #expect(group.loops[0].handlesLeftOpen == 0)
     }
+
+    /// Echo answers the roster question (however it is split) with the whole listen's roster, and echoes
+    /// anything else exactly, a held-back prefix of the question included.
+    @Test func echoAnswersTheRosterQuestionAndEchoesEverythingElse() async throws {
+        let group = try EventLoopGroup(loopCount: 2)
+        let loop = group.loops[0]
+        let held = try await TCPListener.listen(on: SocketAddress(.anyV4, port: 0), loop: loop)
+        let heldPort = try #require(await held.localAddress).port
+        let free = try await Self.freePort(on: loop)
+        let listen = Listen(ListenConfiguration(ports: PortSet([free, heldPort]), transports: [.tcp], reply: .echo),
+                            group: group, descriptors: .current())
+        _ = try await listen.start()
+        let address = SocketAddress(.loopbackV4, port: free)
+
+        func exchange(_ pieces: [[UInt8]], endWrites: Bool = false) async throws -> [UInt8] {
+            let client = try await TCPConnection.connect(to: address, on: group.loops[1], timeout: .seconds(5))
+            for piece in pieces { try await client.write(piece, timeout: .seconds(5)) }
+            let expected = pieces.joined().count
+            var back: [UInt8] = []
+            while !back.contains(0x0A) && back.count < expected {
+                let chunk = try await client.read(timeout: .seconds(5))
+                if chunk.isEmpty { break }
+                back += chunk
+            }
+            await client.close(reset: true)
+            return back
+        }
+
+        let question = ListenerRoster.question
+        let byteByByte = try await exchange(question.map { [$0] })
+        let roster = try #require(ListenerRoster.parse(byteByByte.dropLast()), "\(String(decoding: byteByByte, as: UTF8.self))")
+        #expect(roster.held(.tcp) == PortSet([free]))
+        #expect(roster.failed == [ListenerRoster.Failed(transport: .tcp, ports: PortSet([heldPort]), error: "EADDRINUSE")])
+        #expect(roster.unheld(PortSet([free, heldPort, 1]), transports: [.tcp]).map { "\($0.port) \($0.outcome) \($0.errno)" }
+                == ["1 ERRO \(EADDRNOTAVAIL)", "\(heldPort) USED \(EADDRINUSE)"])
+
+        let prefixThenOther = Array("portsweep w".utf8) + Array("hat?\n".utf8)
+        #expect(try await exchange([Array("portsweep w".utf8), Array("hat?\n".utf8)]) == prefixThenOther)
+        let probe = Array("client -> server abc\n".utf8)
+        #expect(try await exchange([probe]) == probe)
+        let longer = question.dropLast() + Array(" and more\n".utf8)
+        #expect(try await exchange([Array(longer)]) == Array(longer))
+
+        await listen.stop()
+        await held.close()
+        group.shutdown()
+    }
 }
 
 #if canImport(Glibc)
