@@ -75,10 +75,18 @@ final class HomeNetwork {
             """)
     }
 
-    /// Deletes the namespaces (the veth pairs go with them). Idempotent.
+    /// Deletes the namespaces (the veth pairs go with them) and the client's hosts file. Idempotent.
     func remove() {
         for name in created.reversed() { _ = try? shell("ip netns del \(name)") }
         created = []
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(client)")
+    }
+
+    /// The client's /etc/hosts (`198.18.2.2 checker.example`): `ip netns exec` mounts /etc/netns/NAME/hosts
+    /// over /etc/hosts, so names resolve there and nowhere else.
+    func hosts(_ lines: String) throws {
+        try FileManager.default.createDirectory(atPath: "/etc/netns/\(client)", withIntermediateDirectories: true)
+        try lines.write(toFile: "/etc/netns/\(client)/hosts", atomically: true, encoding: .utf8)
     }
 
     /// The ISP's filter on the router's forward hook. Rules may say `out` and `in` for the two directions

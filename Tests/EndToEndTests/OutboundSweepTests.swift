@@ -62,16 +62,17 @@ struct OutboundSweepTests {
         }
     }
 
-    /// A far listen spread over worker processes (1,000 descriptors each: three of them) still tells the whole listen's roster,
-    /// from whichever worker is asked: ports outside its range and the one another program holds are said as
-    /// such, never as blocked, and nothing else changes.
+    /// A far listen spread over worker processes (1,000 descriptors each: three of them) still tells the whole
+    /// listen's roster, from whichever worker is asked: ports outside its range and the one another program
+    /// holds are said as such, never as blocked, and nothing else changes. The far host is named by a host name.
     @Test func portsTheFarListenerDoesNotHoldAreSaidSoAcrossItsWorkers() throws {
         try HomeNetwork.with { network in
             let (listener, foreign) = try Self.farEnd(network, launcher: ["/usr/bin/prlimit", "--nofile=1000:1000"])
             defer { _ = listener.stop(); Self.process(foreign) }
             #expect(listener.log.contains("worker processes"), "\(listener.log)")
+            try network.hosts("\(HomeNetwork.internetAddress) far.example\n")
 
-            let run = try Portsweep.run(["sweep", "--to", HomeNetwork.internetAddress, "--ports", "1990-3009", "--timeout", "1",
+            let run = try Portsweep.run(["sweep", "--to", "far.example", "--ports", "1990-3009", "--timeout", "1",
                                          "--concurrency", "100",  // within a worker's room for connections
                                          "--format", "json", "--no-group"], netns: network.client)
             #expect(run.status == 1, "\(run.stderr)")

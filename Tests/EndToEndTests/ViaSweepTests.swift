@@ -104,6 +104,39 @@ struct ViaSweepTests {
         }
     }
 
+    /// The checker, named by a host name, goes away mid-sweep: exit 2, the ports left named. Back again, the
+    /// same command finishes with `--resume`, and prints what an uninterrupted sweep prints; each verdict is
+    /// in the results file once.
+    @Test func aSweepResumedAfterTheCheckerWentAwayPrintsWhatAnUninterruptedOneDoes() throws {
+        try HomeNetwork.with { network in
+            try network.isp(Self.rules)
+            try network.hosts("\(HomeNetwork.internetAddress) checker.example\n")
+            let results = NSTemporaryDirectory() + "portsweep-via-resume-\(UUID().uuidString).jsonl"
+            defer { unlink(results) }
+            let sweep = ["--via", "http://checker.example:8001", "--ports", "2550-2749", "--timeout", "1", "--resume", results]
+
+            let slow = try Self.checker(network, ["--listen", "\(HomeNetwork.internetAddress):8001", "--bulk-probes-per-second", "100"])
+            let first = try ListenProcess(sweep, launcher: HomeNetwork.launcher(network.client), subcommand: "sweep")
+            let deadline = ContinuousClock.now + .seconds(20)
+            while Self.probesMade(network, port: 8001) < 100 && ContinuousClock.now < deadline { usleep(20_000) }
+            _ = slow.stop(SIGKILL)
+            #expect(first.stop(0) == 2, "\(first.errors)")
+            #expect(first.errors.contains("the checker at http://checker.example:8001 went away"), "\(first.errors)")
+            let kept = OutboundSweepTests.lines(results)
+            #expect(kept > 0 && kept < 400, "\(kept) verdicts kept")
+
+            let back = try Self.checker(network, ["--listen", "\(HomeNetwork.internetAddress):8001"])
+            defer { _ = back.stop() }
+            let resumed = try Portsweep.run(["sweep"] + sweep, netns: network.client)
+            #expect(resumed.status == 1, "\(resumed.stderr)")
+            let whole = try Portsweep.run(["sweep", "--via", "http://checker.example:8001", "--ports", "2550-2749", "--timeout", "1"],
+                                          netns: network.client)
+            #expect(resumed.stdout == whole.stdout)
+            #expect(whole.stdout.contains("[SEND] TCP 2550-2599\n"), "\(whole.stdout)")
+            #expect(OutboundSweepTests.lines(results) == 400)
+        }
+    }
+
     /// A third host cannot point the checker at the client: `X-Forwarded-For` from a peer that is not a trusted
     /// proxy changes nothing, and a request naming another address is refused.
     @Test func aThirdHostCannotSweepTheClient() throws {
