@@ -53,9 +53,16 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var spare: [Work] = []
     private var thread = pthread_t()
 
+    /// libuv writes to sockets with write(2)/writev(2), which cannot take MSG_NOSIGNAL: with SIGPIPE at its
+    /// default, a peer that resets while two writes are queued kills the process on the second (EPIPE). Peers of
+    /// listen and serve are hostile, and a program embedding the library cannot be expected to know this, so the
+    /// first loop ignores SIGPIPE process-wide (as SwiftNIO does on Linux); errors come back as EPIPE instead.
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
+
     /// Opens the loop and starts its thread. Throws when the process is out of descriptors (the loop needs an
     /// epoll instance and an eventfd) or cannot start a thread; nothing is left open then.
     public init(name: String = "loop") throws(UVError) {
+        EventLoop.ignoreSIGPIPE
         self.name = name
         uv = uvAllocate(uv_loop_t.self)
         wakeup = uvAllocate(uv_async_t.self)

@@ -3,7 +3,7 @@ import Testing
 
 /// A `portsweep listen` running in the background: started, waited for, stopped with a signal.
 final class ListenProcess {
-    let process = Process()
+    let process = TestProcess()
     private let out = Pipe(), err = Pipe()
     private let stdoutText = Locked<String>("")
     private let stderrText = Locked<String>("")
@@ -83,7 +83,7 @@ final class ListenProcess {
 enum Net {
     /// Runs curl; returns its stdout.
     static func curl(_ arguments: [String]) throws -> String {
-        let process = Process()
+        let process = TestProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
         process.arguments = ["-sS", "--no-progress-meter", "--max-time", "10"] + arguments
         let out = Pipe()
@@ -111,7 +111,7 @@ enum Net {
     }
 
     static func send(_ fd: Int32, _ text: String) {
-        _ = text.withCString { Glibc.send(fd, $0, strlen($0), 0) }
+        _ = text.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     }
 
     /// Reads until `count` bytes came, EOF, or the receive timeout.
@@ -433,8 +433,8 @@ extension EndToEnd {
     """#
 
     /// Starts `abuseClient`; returns it, its stdin (write a line to let the idle connections go) and its report.
-    static func startAbuseClient(port: UInt16, idle: Int, burst: Int) throws -> (Process, Pipe, String) {
-        let client = Process()
+    static func startAbuseClient(port: UInt16, idle: Int, burst: Int) throws -> (TestProcess, Pipe, String) {
+        let client = TestProcess()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         client.arguments = ["-c", abuseClient, "127.0.0.1", "\(port)", "\(idle)", "\(burst)"]
         let input = Pipe(), output = Pipe()

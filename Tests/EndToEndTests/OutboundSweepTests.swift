@@ -36,7 +36,7 @@ struct OutboundSweepTests {
     }
 
     /// The far host: a listener on 2000-2998 (and 2999, taken by another program first).
-    static func farEnd(_ network: HomeNetwork, ports: String = "2000-2999", launcher: [String] = []) throws -> (ListenProcess, Process) {
+    static func farEnd(_ network: HomeNetwork, ports: String = "2000-2999", launcher: [String] = []) throws -> (ListenProcess, TestProcess) {
         let foreign = try Self.foreignHolder(port: 2999, in: network.internet)
         var started = false
         defer { if !started { process(foreign) } }
@@ -162,7 +162,7 @@ struct OutboundSweepTests {
     }
 
     /// SIGKILL: the helper is started from a test's worker thread and may have SIGTERM blocked (see below).
-    static func process(_ foreign: Process) {
+    static func process(_ foreign: TestProcess) {
         if foreign.isRunning { kill(foreign.processIdentifier, SIGKILL) }
         foreign.waitUntilExit()
     }
@@ -173,10 +173,10 @@ struct OutboundSweepTests {
     }
 
     /// Another program on the far host, holding `port` (TCP and UDP) and answering something that is not an echo.
-    static func foreignHolder(port: Int, in namespace: String) throws -> Process {
+    static func foreignHolder(port: Int, in namespace: String) throws -> TestProcess {
         let ready = NSTemporaryDirectory() + "portsweep-foreign-\(UUID().uuidString)"
         defer { unlink(ready) }
-        let process = Process()
+        let process = TestProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         process.arguments = ["netns", "exec", namespace, "/usr/bin/python3", "-c", """
             import signal, socket, sys, threading

@@ -45,7 +45,7 @@ enum Portsweep {
 
     /// Runs a command to its end; returns its stdout.
     static func shell(_ command: [String]) throws -> String {
-        let process = Process()
+        let process = TestProcess()
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         let out = Pipe()
@@ -106,7 +106,7 @@ enum Portsweep {
         } else if inNamespace {
             command = ["/usr/bin/unshare", "-n", "sh", "-c", script, "sh"] + command
         }
-        let process = Process()
+        let process = TestProcess()
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
         let out = Pipe(), err = Pipe()

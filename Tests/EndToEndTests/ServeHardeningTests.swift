@@ -29,7 +29,7 @@ extension EndToEnd {
         #expect(server.ready())
         #expect(try Net.curl(["\(server.url)/healthz"]) == "ok\n")
         let baseline = Self.rss(server.pid)
-        let client = Process()
+        let client = TestProcess()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
         client.arguments = ["-c", Self.idleClient, "\(server.port)", "10000"]
         let input = Pipe(), output = Pipe()

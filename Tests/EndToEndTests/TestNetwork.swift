@@ -119,7 +119,7 @@ final class TestNetwork {
 /// Runs a setup script of test hosts with /bin/sh; its stderr is the error's message when it fails.
 @discardableResult
 func runSetupScript(_ script: String) throws -> String {
-    let process = Process()
+    let process = TestProcess()
     process.executableURL = URL(fileURLWithPath: "/bin/sh")
     process.arguments = ["-c", script]
     let err = Pipe()

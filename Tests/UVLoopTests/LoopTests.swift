@@ -43,6 +43,27 @@ import UVLoop
         await listener.close()
     }
 
+    /// libuv writes with plain `write()`: to a peer that reset the connection the second write is EPIPE, and with
+    /// SIGPIPE at its default that kills the process. A hostile client must cost an error, never the server.
+    @Test func writingToAPeerThatResetIsAnErrorNotASignal() async throws {
+        let loop = Self.group.next()
+        let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
+        let address = try #require(await listener.localAddress)
+        async let accepted = listener.accept(timeout: .seconds(5))
+        let client = try await TCPConnection.connect(to: address, on: Self.group.next(), timeout: .seconds(5))
+        let server = try await accepted
+        await client.close(reset: true)
+        // The reset has arrived (loopback delivers it within close). Two writes queued in one turn of the loop: the
+        // first meets ECONNRESET, and libuv tries the second before the first's callback, which meets EPIPE.
+        let line = Array("server -> client\n".utf8)
+        async let first: Void = server.write(line, timeout: .seconds(5))
+        async let second: Void = server.write(line, timeout: .seconds(5))
+        let failed = [(try? await first) == nil, (try? await second) == nil].filter { $0 }.count
+        #expect(failed > 0)
+        await server.close()
+        await listener.close()
+    }
+
     @Test func readMissesItsDeadline() async throws {
         let loop = Self.group.next()
         let listener = try await TCPListener.listen(on: SocketAddress(.loopbackV4, port: 0), loop: loop)
