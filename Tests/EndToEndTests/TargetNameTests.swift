@@ -6,12 +6,15 @@ import Testing
 /// machine and no query leaves the namespace (it has nothing but loopback).
 @Suite(.enabled(if: Portsweep.canMakeNamespaces, "needs root and unshare"))
 struct TargetNameTests {
-    static func sweep(_ arguments: String) throws -> String {
+    /// `before`: shell lines run first in the same namespace (far ends started in the background, stopped at exit).
+    static func sweep(_ arguments: String, before: String = "") throws -> String {
         let hosts = FileManager.default.temporaryDirectory.appendingPathComponent("hosts-\(UUID().uuidString)")
         try "127.0.0.1 checker.test\n::1 checker6.test\n2001:db8::1 only6.test\n".write(to: hosts, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: hosts) }
         let script = """
             ip link set lo up && mount --bind \(hosts.path) /etc/hosts || exit 99
+            trap 'kill $(jobs -p) 2>/dev/null' EXIT
+            \(before)
             \(Portsweep.binary) sweep \(arguments) 2>&1
             echo "rc=$?"
             """
@@ -28,6 +31,30 @@ struct TargetNameTests {
         let out = try Self.sweep("--ports 5000-5009 --target checker6.test --bind :: --tcp-only -v")
         #expect(out.contains("--target checker6.test is ::1"), "\(out)")
         #expect(out.contains("[PASS] 5000-5009") && out.hasSuffix("rc=0\n"), "\(out)")
+    }
+
+    /// Started in the background of `sweep(before:)`; returns once `port` is listened on (TCP), at most 10 s.
+    static func started(_ command: String, listening port: Int) -> String {
+        """
+        \(Portsweep.binary) \(command) >/dev/null 2>&1 &
+        i=0; until ss -Hltn 'sport = :\(port)' | grep -q .; do i=$((i+1)); [ $i -gt 200 ] && exit 98; sleep 0.05; done
+        """
+    }
+
+    @Test func toAnIPv6NameSweepsTheFarListenOverIPv6() throws {
+        let far = Self.started("listen --ports 3000-3009 --reply echo --bind :: -q", listening: 3009)
+        let out = try Self.sweep("--ports 3000-3011 --to checker6.test", before: far)
+        #expect(out.contains("the listener on ::1 does not hold TCP 3010-3011"), "\(out)")
+        #expect(out.contains("[PASS] TCP/UDP 3000-3009\n[ERRO] TCP/UDP 3010-3011\n") && out.hasSuffix("rc=1\n"), "\(out)")
+    }
+
+    @Test func viaAnIPv6CheckerURLSweepsOverIPv6() throws {
+        let checker = Self.started("serve --listen [::1]:8001", listening: 8001)
+        let out = try Self.sweep("--ports 4000-4009 --via http://checker6.test:8001", before: checker)
+        #expect(out.contains("[PASS] TCP/UDP 4000-4009\n") && out.hasSuffix("rc=0\n"), "\(out)")
+        // The same checker by its IPv4 name is not there (serve holds only [::1]:8001): exit 2, not a verdict.
+        let refused = try Self.sweep("--ports 4000 --via http://checker.test:8001", before: checker)
+        #expect(refused.contains("rc=2\n"), "\(refused)")
     }
 
     @Test func aNameThatDoesNotResolveIsOneLineAndNoSweep() throws {
