@@ -53,7 +53,10 @@ public struct ConnectionRecord: Sendable, Equatable, Codable {
 /// (least recently active first, per port, requests in progress by start), and the calls its handler makes.
 /// Loop thread only.
 public final class Connection: ByteStreamDelegate {
-    unowned let shard: ConnectionShard
+    /// Strong: a handler's task may still hold the connection after the shard's owner let it go (an answer
+    /// computed past a stop); the shard lives until the last such connection goes. No cycle outlives the close
+    /// callback, which takes the connection out of the shard's table.
+    let shard: ConnectionShard
     public let stream: ByteStream
     /// The local port it came in on.
     public let port: UInt16

@@ -63,7 +63,9 @@ public final class ConnectionShard: TCPListenSocketDelegate {
         self.makeHandler = makeHandler
         let shortest = min(limits.idleTimeout, limits.requestTimeout)
         let period = Duration.milliseconds(Int64(max(50, min(250, shortest.milliseconds / 4))))
-        let timer = LoopTimer(on: loop) { [unowned self] in sweep() }
+        // Weak, like the listeners' close callbacks below: a shard dropped without stop() (a failed start) must
+        // cost its timer's ticks, not a crash on a freed object.
+        let timer = LoopTimer(on: loop) { [weak self] in self?.sweep() }
         timer.start(after: period, repeat: period)
         self.timer = timer
     }
@@ -273,7 +275,8 @@ public final class ConnectionShard: TCPListenSocketDelegate {
     private func closeListeners() {
         for (_, listener) in listeners {
             listenersClosing += 1
-            listener.close { [unowned self] in
+            listener.close { [weak self] in
+                guard let self else { return }
                 listenersClosing -= 1
                 finishStopIfDone()
             }

@@ -155,4 +155,31 @@ import UVLoop
         group.shutdown()
         #expect(group.loops[0].handlesLeftOpen == 0)
     }
+
+    /// A shard its owner drops without `stop()` (a test that threw half-way, a start that failed) must cost its
+    /// timer's ticks, not a crash: its deadline timer reached it through an `unowned` reference, which trapped on
+    /// the first tick after the shard was gone ("Attempted to read an unowned reference").
+    @Test func aShardDroppedWithoutStopIsNoCrash() async throws {
+        let group = try EventLoopGroup(loopCount: 1)
+        let loop = group.loops[0]
+        var short = ConnectionLimits()
+        short.requestTimeout = .milliseconds(200)  // the shard's timer ticks every 50 ms
+        let limits = short
+        await loop.run {
+            _ = ConnectionShard(loop: loop, limits: limits, budget: ConnectionBudget(limit: 10)) { _ in SilentHandler() }
+        }
+        // Six of the shard's ticks, counted by the loop's own clock.
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                nonisolated(unsafe) var timer: LoopTimer?
+                timer = LoopTimer(on: loop) {
+                    timer?.close()
+                    timer = nil
+                    done.resume()
+                }
+                timer?.start(after: .milliseconds(300))
+            }
+        }
+        group.shutdown()
+    }
 }
