@@ -87,7 +87,7 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Ports in flight over all loops, per protocol (default 256 TCP and 512 UDP per loop, cut to fit the descriptor limit).", valueName: "N"))
     var concurrency: Int?
 
-    @Option(name: .long, help: "Output format: text, json (JSON Lines), csv.")
+    @Option(name: .long, help: "Output format: text, json (JSON Lines), csv, html (one self-contained page: the grid of every port, the groups as a table; written when the sweep ends).")
     var format: OutputFormatArgument = .text
 
     // For tests of running out of descriptors mid-sweep: plan as if the limit were this high.
@@ -163,15 +163,21 @@ struct SweepCommand: AsyncParsableCommand {
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
         let progressTask = progress.map { bar in Task { await bar.run() } }
         let output = SweepOutput(renderer: renderer(bothProtocols: configuration.transports.count == 2),
-                                 singlePort: singlePort, resume: resumeFile)
+                                 singlePort: singlePort, resume: resumeFile,
+                                 report: format.value == .html ? htmlReport(configuration) : nil)
         // The sweep runs as a service; a signal interrupts it and every result it had is still written.
         let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }], signals: signals)
         progressTask?.cancel()
         await progressTask?.value
 
-        if let failure = output.failure { try Self.stop(on: failure) }
+        if let failure = output.failure {
+            output.writeReport(summary: "The sweep stopped early (\(failure)); the results it had are below.")
+            try Self.stop(on: failure)
+        }
         guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
-        if chatty || (signal != nil && !quiet) { Self.printSummary(summary, of: configuration, signal: signal) }
+        let summaryText = Self.summaryText(summary, of: configuration, signal: signal)
+        if chatty || (signal != nil && !quiet) { Terminal.error("portsweep: \(summaryText)\n") }
+        output.writeReport(summary: summaryText)
         if let resumeFile, let errno = resumeFile.writeFailure {
             try Self.stop(on: ResumeFile.Failure.cannotWrite(path: resumeFile.path, errno: errno))
         }
@@ -294,14 +300,20 @@ struct SweepCommand: AsyncParsableCommand {
         throw ExitCode(ExitStatus.localError)
     }
 
-    private static func printSummary(_ summary: SweepSummary, of configuration: SweepConfiguration, signal: Int32?) {
+    private static func summaryText(_ summary: SweepSummary, of configuration: SweepConfiguration, signal: Int32?) -> String {
         let seconds = Double(summary.elapsed.components.seconds) + Double(summary.elapsed.components.attoseconds) / 1e18
         let interruption = summary.interrupted
             ? (signal: signal == SIGTERM ? "SIGTERM" : "SIGINT", untested: summary.untested) : nil
-        Terminal.error("portsweep: " + SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds,
-                                                         retried: summary.retried,
-                                                         protocols: configuration.transports.count,
-                                                         interrupted: interruption) + "\n")
+        return SummaryText.line(counts: summary.counts, total: summary.total, seconds: seconds, retried: summary.retried,
+                                protocols: configuration.transports.count, interrupted: interruption)
+    }
+
+    /// --format html: titled with what was swept, dated now.
+    private func htmlReport(_ configuration: SweepConfiguration) -> HTMLReport {
+        let through = to.map { " to \($0)" } ?? via.map { " via \($0)" } ?? " through \(configuration.target)"
+        let date = Date().formatted(Date.ISO8601FormatStyle(dateSeparator: .dash, dateTimeSeparator: .space, timeZone: .gmt))
+        return HTMLReport(title: "portsweep: \(PortSet(configuration.ports)) \(configuration.orderedTransports.map(\.rawValue).joined(separator: "/"))\(through)",
+                          transports: configuration.orderedTransports, generated: "Swept \(date)")
     }
 
     static func text(_ value: Double) -> String {
@@ -335,7 +347,10 @@ final class SweepOutput: @unchecked Sendable {
     private(set) var singleOutcome = Outcome.pass
     private(set) var failure: (any Error)?
 
-    init(renderer: ResultRenderer, singlePort: Bool, resume: ResumeFile? = nil) {
+    private var report: HTMLReport?
+
+    init(renderer: ResultRenderer, singlePort: Bool, resume: ResumeFile? = nil, report: HTMLReport? = nil) {
+        self.report = report
         self.renderer = renderer
         self.resume = resume
         self.singlePort = singlePort
@@ -346,9 +361,10 @@ final class SweepOutput: @unchecked Sendable {
             if !singlePort { out.write(renderer.header()) }
             for try await result in results {
                 resume?.add(result)
-                if singlePort {
-                    singleOutcome.formUnion(result.outcome)
-                } else {
+                if singlePort { singleOutcome.formUnion(result.outcome) }
+                if report != nil {
+                    report?.add(result)
+                } else if !singlePort {
                     out.write(renderer.add(result))
                 }
             }
@@ -356,7 +372,15 @@ final class SweepOutput: @unchecked Sendable {
             failure = error
         }
         resume?.flush()
-        if !singlePort { out.write(renderer.finish()) }
+        if !singlePort && report == nil { out.write(renderer.finish()) }
+        out.flush()
+    }
+
+    /// --format html: the whole document, once the summary is known (an interrupted sweep's too).
+    func writeReport(summary: String) {
+        guard var report else { return }
+        report.summary = summary
+        out.write([report.document])
         out.flush()
     }
 }

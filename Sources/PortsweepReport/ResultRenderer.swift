@@ -5,6 +5,8 @@ import UVLoop
 /// The output formats of a sweep.
 public enum OutputFormat: String, Sendable, CaseIterable {
     case text, json, csv
+    /// One self-contained HTML document (`HTMLReport`), written once the sweep has ended.
+    case html
 }
 
 /// How results are printed.
@@ -94,6 +96,8 @@ public struct ResultRenderer {
                 errno: errnoName.isEmpty ? nil : errnoName, holder: group.holder?.description)
             let data = (try? encoder.encode(record)) ?? Data()
             return String(decoding: data, as: UTF8.self)
+        case .html:
+            return ""  // the document is written whole by HTMLReport
         case .csv:
             let ports = options.grouped ? "\(group.first),\(group.last)" : "\(group.first)"
             return "\(ports),\(group.transport.rawValue),\(group.outcome.rawValue),\(group.outcome.word),\(errnoName),"

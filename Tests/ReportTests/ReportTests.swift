@@ -117,4 +117,23 @@ import Testing
         let both = SummaryText.line(counts: [.pass: 20], total: 20, seconds: 1, protocols: 2)
         #expect(both == "10 ports, TCP and UDP (20 tests) in 1.00 s (20 tests/s): 20 PASS")
     }
+
+    /// A process name is whatever its owner chose: in the page it is text, and it cannot end the data script.
+    @Test func theHTMLReportCarriesEveryGroupAndEscapesWhatItDidNotWrite() throws {
+        var report = HTMLReport(title: "portsweep: 1-4 <TCP>", transports: [.tcp], generated: "Swept now")
+        let hostile = PortHolder.process(name: "</script><img src=x onerror=alert(1)>", pid: 7)
+        for port: UInt16 in 1...2 { report.add(PortResult(port: port, transport: .tcp, outcome: .pass)) }
+        report.add(PortResult(port: 3, transport: .tcp, outcome: .used, errno: EADDRINUSE, holder: hostile))
+        report.add(PortResult(port: 4, transport: .tcp, outcome: .fail, errno: ETIMEDOUT))
+        report.summary = "4 ports in 0.01 s"
+        let page = report.document
+        #expect(page.hasPrefix("<!DOCTYPE html>") && page.contains("<title>portsweep: 1-4 &lt;TCP&gt;</title>"))
+        #expect(!page.contains("<img") && !page.contains("</script><"), "\(page)")
+        #expect(page.contains("<td>EADDRINUSE, held by &lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;, pid 7</td>"))
+        let data = try #require(page.range(of: "<script type=\"application/json\" id=\"data\">"))
+        let json = page[data.upperBound...].prefix { $0 != "<" }
+        let rows = try JSONDecoder().decode([[String]].self, from: Data(json.utf8))
+        #expect(rows.map { $0[0...3].joined(separator: " ") } == ["TCP 1 2 PASS", "TCP 3 3 USED", "TCP 4 4 FAIL"])
+        #expect(rows[1][4] == "EADDRINUSE, held by </script><img src=x onerror=alert(1)>, pid 7")
+    }
 }

@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+extension EndToEnd {
+/// The pages, in a real browser (see `Browser`).
+@Suite(.enabled(if: Browser.available && Portsweep.canMakeNamespaces, "needs chromium, chromium-driver, python3-selenium, root"))
+struct PageTests {
+    /// The colour a verdict has in the legend, as the browser computes it, against the colour drawn in the
+    /// grid's cell of each port: both read from the page.
+    static let cellCheck = """
+        def legend_rgb(word):
+            swatch = driver.find_element(By.CSS_SELECTOR, 'li[data-verdict="' + word + '"] .swatch')
+            return [int(v) for v in swatch.value_of_css_property("background-color").split("(")[1].split(")")[0].split(",")[:3]]
+        def cells(checks):
+            out = []
+            for protocol, port, word in checks:
+                drawn = driver.execute_script("return window.portsweep.grids[arguments[0]].pixel(arguments[1])", protocol, port)
+                out.append([protocol, port, word, drawn == legend_rgb(word)])
+            return out
+        """
+
+    /// `--format html` of a sweep in a namespace with nftables rules: one file, opened from disk (no server), whose
+    /// grid cells have the legend's colour of each port's verdict, whose hover names the port in text, and whose
+    /// table lists the groups.
+    @Test func theHTMLReportOpensFromAFileWithEveryVerdictInItsGrid() throws {
+        let rules = """
+            nft add table inet t
+            nft add chain inet t input '{ type filter hook input priority 0; }'
+            nft add rule inet t input tcp dport 2100-2199 drop
+            nft add rule inet t input udp dport 2200-2249 reject
+            """
+        let run = try Portsweep.run(["sweep", "--ports", "2000-2299", "--timeout", "0.5", "--format", "html", "-q"],
+                                    inNamespace: true, setup: rules + "\n" + Portsweep.holding(tcp: [2250]))
+        #expect(run.status == 1, "\(run.stderr)")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("report-\(UUID().uuidString).html")
+        try run.stdout.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        #expect(run.stdout.hasPrefix("<!DOCTYPE html>") && !run.stdout.contains("src=\"http"), "self-contained")
+
+        let result = try Browser.session(Self.cellCheck + "\n" + """
+            driver.get("\(file.absoluteString)")
+            result["cells"] = cells([["TCP", 2000, "PASS"], ["TCP", 2150, "FAIL"], ["TCP", 2250, "USED"], ["TCP", 2299, "PASS"],
+                                     ["UDP", 2100, "PASS"], ["UDP", 2200, "SEND"], ["UDP", 2249, "SEND"], ["TCP", 80, "untested"]])
+            canvas = driver.find_element(By.ID, "grid-TCP")
+            x, y = cell_offset(canvas, 2150)
+            ActionChains(driver).move_to_element_with_offset(canvas, x, y).perform()
+            result["hover"] = driver.find_element(By.ID, "readout").text
+            finder = driver.find_element(By.ID, "find")
+            finder.send_keys("2250")
+            result["found"] = driver.find_element(By.ID, "found").text
+            result["rows"] = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#groups tbody tr")]
+            result["summary"] = driver.find_element(By.ID, "summary").text
+            shot("report")
+            """)
+        #expect(result["error"] == nil, "\(result)")
+        let cells = result["cells"] as? [[Any]] ?? []
+        #expect(cells.count == 8 && cells.allSatisfy { $0.last as? Bool == true }, "cells not in their verdict's colour: \(cells)")
+        #expect(result["hover"] as? String == "TCP 2150: FAIL (ETIMEDOUT)", "\(result)")
+        let found = result["found"] as? String ?? ""
+        #expect(found.hasPrefix("TCP 2250: USED (EADDRINUSE, held by python3") && found.hasSuffix("; UDP 2250: PASS"), "\(found)")
+        #expect(result["rows"] as? [String] == [
+            "TCP 2000-2099 PASS", "TCP 2100-2199 FAIL ETIMEDOUT", "TCP 2200-2249 PASS",
+            (result["rows"] as? [String])?.dropFirst(3).first ?? "", "TCP 2251-2299 PASS",
+            "UDP 2000-2199 PASS", "UDP 2200-2249 SEND ECONNREFUSED", "UDP 2250-2299 PASS",
+        ], "\(result)")
+        #expect(((result["rows"] as? [String])?.dropFirst(3).first ?? "").hasPrefix("TCP 2250 USED EADDRINUSE, held by python3"))
+        #expect((result["summary"] as? String ?? "").hasPrefix("300 ports, TCP and UDP (600 tests) in"), "\(result)")
+    }
+}
+}
