@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "PortsweepServe",
             dependencies: [
-                "PortsweepHTTP", "PortsweepEngine", "PortsweepSweep", "UVLoop",
+                "PortsweepHTTP", "PortsweepEngine", "PortsweepSweep", "PortsweepReport", "UVLoop",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

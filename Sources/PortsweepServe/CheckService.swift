@@ -95,6 +95,8 @@ public final class CheckService: Sendable {
     private func route(_ request: ServerRequest, target: RequestTarget, record: inout AccessRecord) async -> ServerResponse {
         let query = target.query
         switch (request.head.method, target.path) {
+        case (.get, "/"), (.head, "/"):
+            return FrontPage.response(client: client(of: request), budget: budget(for:))
         case (.get, "/healthz"), (.head, "/healthz"):
             return ServerResponse(status: .ok, headers: [.contentType: "text/plain"], body: Array("ok\n".utf8))
         case (.get, "/check_port"), (.head, "/check_port"):
@@ -112,6 +114,23 @@ public final class CheckService: Sendable {
         default:
             return Answer.error("Not found", status: .notFound, text: false)
         }
+    }
+
+    /// What the rate limit leaves `ip`: nil when there is no limit.
+    func budget(for ip: IPAddress) -> FrontPage.Budget? {
+        guard let limiter else { return nil }
+        return FrontPage.Budget(left: limiter.remaining(ip), rule: limiter.rule)
+    }
+
+    /// `RateLimit-Limit` / `RateLimit-Remaining` (the IETF httpapi draft's names) on every answer to a check that
+    /// knows its caller: scripts and the front page see what is left without spending a check.
+    private func budgetHeaders(_ ip: IPAddress) -> HTTPFields {
+        guard let limiter else { return [:] }
+        var fields = HTTPFields()
+        fields[HTTPField.Name("RateLimit-Limit")!] = "\(limiter.rule.count)"
+        fields[HTTPField.Name("RateLimit-Policy")!] = "\(limiter.rule.count);w=\(limiter.rule.window.components.seconds)"
+        fields[HTTPField.Name("RateLimit-Remaining")!] = "\(limiter.remaining(ip))"
+        return fields
     }
 
     /// The address a check probes: the caller's own (see `ClientAddress`).
@@ -154,7 +173,7 @@ public final class CheckService: Sendable {
         record.client = ip
         if let limiter, let wait = limiter.admit(ip) {
             Counter(label: "portsweep_rate_limited_total").increment()
-            return Answer.tooMany(wait: wait, text: text)
+            return Answer.tooMany(wait: wait, text: text, extraHeaders: budgetHeaders(ip))
         }
         let inFlight = probes.withLock { count -> Int? in
             guard count < configuration.maxProbes else { return nil }
@@ -185,7 +204,7 @@ public final class CheckService: Sendable {
         var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
                                            ("port_status", outcome.status), ("received_data", outcome.received)]
         if let confirmation { fields.append(("confirmation_data", confirmation)) }
-        return Answer.fields(fields, status: .ok, text: text)
+        return Answer.fields(fields, status: .ok, text: text, extraHeaders: budgetHeaders(ip))
     }
 }
 
@@ -220,10 +239,10 @@ enum Answer {
         return fields([("error", message)], status: status, text: false, extraHeaders: extraHeaders)
     }
 
-    static func tooMany(wait: Duration, text: Bool) -> ServerResponse {
+    static func tooMany(wait: Duration, text: Bool, extraHeaders: HTTPFields = [:]) -> ServerResponse {
         let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
         let waitText = String(format: "%.2f seconds", seconds)
-        let retryAfter: HTTPFields = [.retryAfter: "\(Int(seconds.rounded(.up)))"]
+        let retryAfter: HTTPFields = extraHeaders.merging([.retryAfter: "\(Int(seconds.rounded(.up)))"])
         if text {
             return ServerResponse(status: .tooManyRequests, headers: retryAfter.merging([.contentType: "text/plain"]),
                                   body: Array("Error: Too many requests. Please wait. Wait time: \(waitText)\n".utf8))

@@ -106,6 +106,16 @@ final class RateLimiter: Sendable {
         }
     }
 
+    /// Checks `ip` may still make in the rolling window now, without counting one.
+    func remaining(_ ip: IPAddress) -> Int {
+        let key = grouping.key(ip)
+        let now = RateLimiter.now
+        let used = state.withLock { table in table[key]?.times.filter { now - $0 < windowNanoseconds }.count ?? 0 }
+        return max(0, limit.count - used)
+    }
+
+    var rule: RateLimit { limit }
+
     /// Clients remembered now.
     var count: Int { state.withLock { $0.count } }
 }

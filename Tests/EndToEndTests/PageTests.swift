@@ -66,5 +66,56 @@ struct PageTests {
         #expect(((result["rows"] as? [String])?.dropFirst(3).first ?? "").hasPrefix("TCP 2250 USED EADDRINUSE, held by python3"))
         #expect((result["summary"] as? String ?? "").hasPrefix("300 ports, TCP and UDP (600 tests) in"), "\(result)")
     }
+
+    /// serve's root page in a namespace of its own: a listener on 3000, nftables dropping TCP 3001. The form checks
+    /// each and says what the status means; the budget counts down; a bad port is refused in words.
+    @Test func serveFrontPageChecksAnOpenAndADroppedPort() throws {
+        let ns = "psweb\(getpid() % 100_000)"
+        try runSetupScript("""
+            ip netns add \(ns) && ip -n \(ns) link set lo up
+            ip netns exec \(ns) nft add table inet t
+            ip netns exec \(ns) nft add chain inet t input '{ type filter hook input priority 0; }'
+            ip netns exec \(ns) nft add rule inet t input tcp dport 3001 drop
+            """)
+        defer { _ = try? runSetupScript("ip netns del \(ns)") }
+        let launcher = ["/usr/sbin/ip", "netns", "exec", ns]
+        let listener = try ListenProcess(["--ports", "3000", "--tcp-only", "--reply", "silent", "-q"], launcher: launcher)
+        defer { _ = listener.stop() }
+        let server = try ServeProcess(["--timeout", "1"], launcher: launcher)
+        defer { _ = server.stop() }
+        #expect(listener.waitForLog("listening on") && server.ready())
+
+        let result = try Browser.session("""
+            driver.get("\(server.url)/")
+            result["address"] = driver.find_element(By.ID, "address").text
+            result["budget"] = driver.find_element(By.ID, "budget").text
+            result["example"] = driver.find_element(By.TAG_NAME, "pre").text.split("\\n")[0]
+            def check(port, protocol="tcp"):
+                field = driver.find_element(By.ID, "port")
+                field.clear()
+                field.send_keys(port)
+                driver.find_element(By.CSS_SELECTOR, "#protocol option[value='" + protocol + "']").click()
+                driver.execute_script("document.getElementById('status').textContent = ''")
+                driver.find_element(By.ID, "submit").click()
+                WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "status").text not in ("", "Checking…")
+                                                and d.find_element(By.ID, "submit").is_enabled())
+                return [driver.find_element(By.ID, "status").text, driver.find_element(By.ID, "meaning").text]
+            result["open"] = check("3000")
+            shot("serve")
+            result["dropped"] = check("3001")
+            result["bad"] = check("70000")
+            result["left"] = driver.find_element(By.ID, "left").text
+            """, netns: ns)
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["address"] as? String == "127.0.0.1", "\(result)")
+        #expect(result["budget"] as? String == "4 of 4 checks left in any 60 s.", "\(result)")
+        #expect(result["example"] as? String == "curl '\(server.url)/check_port?port=443&protocol=tcp'", "\(result)")
+        let open = result["open"] as? [String] ?? []
+        #expect(open.first == "Reachable" && open.last?.hasPrefix("Something on this port answered") == true, "\(result)")
+        let dropped = result["dropped"] as? [String] ?? []
+        #expect(dropped.first == "Filtered" && dropped.last?.hasPrefix("No answer at all") == true, "\(result)")
+        #expect((result["bad"] as? [String])?.first == "Port must be an integer from 1 to 65535", "\(result)")
+        #expect(result["left"] as? String == "2", "two checks made, the bad port not counted: \(result)")
+    }
 }
 }

@@ -17,6 +17,17 @@ import UVLoop
         #expect(limiter.admit(Self.ip(1)) == nil)
     }
 
+    @Test func remainingCountsDownWithoutSpendingACheck() {
+        let limiter = RateLimiter(RateLimit(count: 3, window: .seconds(60)))
+        #expect(limiter.remaining(Self.ip(1)) == 3)
+        #expect(limiter.remaining(Self.ip(1)) == 3)
+        _ = limiter.admit(Self.ip(1))
+        #expect(limiter.remaining(Self.ip(1)) == 2)
+        _ = limiter.admit(Self.ip(1)); _ = limiter.admit(Self.ip(1)); _ = limiter.admit(Self.ip(1))
+        #expect(limiter.remaining(Self.ip(1)) == 0)
+        #expect(limiter.remaining(Self.ip(2)) == 3)
+    }
+
     @Test func theTableNeverHoldsMoreThanItsCapacity() {
         let limiter = RateLimiter(RateLimit(count: 4, window: .seconds(60)), capacity: 1000)
         for n in 0..<5000 { _ = limiter.admit(Self.ip(n)) }
