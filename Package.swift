@@ -3,7 +3,8 @@
 // portsweep: every port of a range, listened on and probed at once, on libuv loops.
 // Layers (each depends only on those below it):
 //   CLI          portsweep (executable) → PortsweepCLI: parse, validate, call one mode, render
-//   modes        PortsweepSweep, PortsweepListen, PortsweepServe (each its one home), PortsweepReport (rendering)
+//   modes        PortsweepSweep, PortsweepListen, PortsweepServe (each its one home), PortsweepReport (rendering),
+//                PortsweepDashboard (the pages a running mode serves)
 //   shared       PortsweepHTTP (the one HTTP/1.1 server), PortsweepEngine (values, probes, scheduler)
 //   loop         UVLoop: the only target that sees libuv (imported internally)
 //   C shims      CLibUV, CHTTPParser: module maps of Debian's libuv1-dev and libhttp-parser-dev
@@ -22,6 +23,7 @@ let package = Package(
         .library(name: "UVLoop", targets: ["UVLoop"]),
         .library(name: "PortsweepSweep", targets: ["PortsweepSweep"]),
         .library(name: "PortsweepReport", targets: ["PortsweepReport"]),
+        .library(name: "PortsweepDashboard", targets: ["PortsweepDashboard"]),
         .library(name: "PortsweepListen", targets: ["PortsweepListen"]),
         .library(name: "PortsweepServe", targets: ["PortsweepServe"]),
         .library(name: "PortsweepHTTP", targets: ["PortsweepHTTP"]),
@@ -81,6 +83,15 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // The dashboards: pages served by portsweep itself, on a loop of their own.
+        .target(
+            name: "PortsweepDashboard",
+            dependencies: [
+                "PortsweepHTTP", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict),
+
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
         .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),
 
@@ -88,7 +99,7 @@ let package = Package(
         .target(
             name: "PortsweepCLI",
             dependencies: [
-                "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepHTTP", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                "PortsweepSweep", "PortsweepListen", "PortsweepServe", "PortsweepDashboard", "PortsweepHTTP", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -110,6 +121,10 @@ let package = Package(
             dependencies: ["PortsweepServe", "PortsweepHTTP", "PortsweepEngine", "UVLoop"],
             swiftSettings: strict),
         .testTarget(name: "ReportTests", dependencies: ["PortsweepReport", "PortsweepEngine"], swiftSettings: strict),
+        .testTarget(
+            name: "DashboardTests",
+            dependencies: ["PortsweepDashboard", "PortsweepEngine", .product(name: "HTTPTypes", package: "swift-http-types")],
+            swiftSettings: strict),
         .testTarget(
             name: "CLITests",
             dependencies: ["PortsweepCLI", "PortsweepEngine", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser")],

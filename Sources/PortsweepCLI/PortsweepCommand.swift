@@ -24,7 +24,7 @@ public struct PortsweepCommand: AsyncParsableCommand {
     public static func runMain(_ arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
         signal(SIGPIPE, SIG_IGN)
         do {
-            var command = try parseAsRoot(joinNegativeValues(arguments))
+            var command = try parseAsRoot(joinNegativeValues(defaultOptionalValues(arguments)))
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -81,6 +81,24 @@ func joinNegativeValues(_ arguments: [String]) -> [String] {
         }
         out.append(arg)
         i += 1
+    }
+    return out
+}
+
+/// Options whose value may be left out, and the value they then take: `--dashboard` alone serves on
+/// 127.0.0.1:9900. argument-parser has no option with an optional value, so a bare one gets its default here:
+/// when nothing follows it, or another option does (no command of ours takes a positional argument).
+let optionalValueDefaults = ["--dashboard": "127.0.0.1:9900"]
+
+func defaultOptionalValues(_ arguments: [String]) -> [String] {
+    var out: [String] = []
+    for (i, arg) in arguments.enumerated() {
+        if arg == "--" { return out + arguments[i...] }
+        if let value = optionalValueDefaults[arg], i + 1 == arguments.count || arguments[i + 1].hasPrefix("-") {
+            out.append(arg + "=" + value)
+        } else {
+            out.append(arg)
+        }
     }
     return out
 }

@@ -1,6 +1,7 @@
 import Foundation
 import ArgumentParser
 import Logging
+import PortsweepDashboard
 import PortsweepEngine
 import PortsweepReport
 import PortsweepSweep
@@ -90,6 +91,10 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Output format: text, json (JSON Lines), csv, html (one self-contained page: the grid of every port, the groups as a table; written when the sweep ends).")
     var format: OutputFormatArgument = .text
 
+    @Option(name: .long, help: ArgumentHelp("Serve a live page of the sweep (progress, the grid of every port, downloads) on ADDR:PORT, 127.0.0.1:9900 when no value follows. Its URL, with a token, is printed at start; the page stays up after the sweep until Ctrl-C, and the exit status is then the sweep's.", valueName: "ADDR:PORT"),
+            transform: SocketAddress.parse)
+    var dashboard: SocketAddress?
+
     // For tests of running out of descriptors mid-sweep: plan as if the limit were this high.
     @Option(name: .long, help: .hidden)
     var assumeDescriptorLimit: Int?
@@ -132,6 +137,9 @@ struct SweepCommand: AsyncParsableCommand {
         if retries < 0 || retries > 100 {
             throw ValidationError("invalid --retries '\(retries)': must be from 0 to 100")
         }
+        if let dashboard, testSinglePort != nil {
+            throw ValidationError("--dashboard \(dashboard) shows a range: it has no use with --test-single-port")
+        }
         if let concurrency, concurrency < 1 {
             throw ValidationError("invalid --concurrency '\(concurrency)': must be at least 1")
         }
@@ -157,6 +165,7 @@ struct SweepCommand: AsyncParsableCommand {
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
         let sweep = try makeSweep(configuration, on: group)
+        let page = try await startDashboard(sweep, configuration)
         logger.info("\(Self.describe(configuration, timeout: timeout.value))")
         logger.info("\(sweep.plan)")
 
@@ -166,12 +175,15 @@ struct SweepCommand: AsyncParsableCommand {
                                  singlePort: singlePort, resume: resumeFile,
                                  report: format.value == .html ? htmlReport(configuration) : nil)
         // The sweep runs as a service; a signal interrupts it and every result it had is still written.
+        page?.board.begin()
         let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }], signals: signals)
         progressTask?.cancel()
         await progressTask?.value
 
         if let failure = output.failure {
             output.writeReport(summary: "The sweep stopped early (\(failure)); the results it had are below.")
+            page?.board.finish(.failed, summary: "The sweep stopped early (\(failure)).", exitStatus: ExitStatus.localError)
+            await page?.stop()
             try Self.stop(on: failure)
         }
         guard let summary = sweep.summary else { throw ExitCode(ExitStatus.localError) }
@@ -179,11 +191,50 @@ struct SweepCommand: AsyncParsableCommand {
         if chatty || (signal != nil && !quiet) { Terminal.error("portsweep: \(summaryText)\n") }
         output.writeReport(summary: summaryText)
         if let resumeFile, let errno = resumeFile.writeFailure {
+            await page?.stop()
             try Self.stop(on: ResumeFile.Failure.cannotWrite(path: resumeFile.path, errno: errno))
         }
-        if summary.interrupted { throw ExitCode(signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted) }
-        if singlePort { throw ExitCode(Int32(output.singleOutcome.rawValue)) }
-        if !summary.allPassed { throw ExitCode(ExitStatus.someFailed) }
+        let status: Int32
+        if summary.interrupted {
+            status = signal == SIGTERM ? ExitStatus.terminated : ExitStatus.interrupted
+        } else if singlePort {
+            status = Int32(output.singleOutcome.rawValue)
+        } else {
+            status = summary.allPassed ? ExitStatus.allPassed : ExitStatus.someFailed
+        }
+        if let page {
+            page.board.finish(summary.interrupted ? .interrupted : .done, summary: summaryText, exitStatus: status)
+            // A sweep that ran to its end leaves its page up for whoever watches it, until they are done with
+            // it: the status is still the sweep's, not the signal's. A stopped one has been stopped already.
+            if !summary.interrupted {
+                if !quiet { Terminal.error("portsweep: the dashboard stays up at \(page.url) until Ctrl-C\n") }
+                _ = try? await signals.next()
+            }
+            await page.stop()
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    /// --dashboard: the page's loop and server, before the first port starts (its address in use is a local
+    /// problem, exit 2, before anything was swept).
+    private func startDashboard(_ sweep: Sweep, _ configuration: SweepConfiguration) async throws -> SweepDashboard? {
+        guard let dashboard else { return nil }
+        let board = SweepBoard(title: htmlReport(configuration).title, transports: configuration.orderedTransports) {
+            let deadline = sweep.lastDeadline, now = ShardProgress.now
+            return SweepProgress(completed: sweep.completed, total: sweep.total,
+                                 protocols: configuration.transports.count,
+                                 deadlineLeft: deadline > now ? Double(deadline - now) / 1000 : 0)
+        }
+        do {
+            let page = try await SweepDashboard.start(board, on: dashboard)
+            sweep.watch { board.add($0) }
+            // Printed even with --quiet: without it the page cannot be opened.
+            Terminal.error("portsweep: dashboard at \(page.url)\n")
+            return page
+        } catch {
+            Terminal.error("portsweep: cannot open the dashboard on \(dashboard): \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
     }
 
     /// --to: ports the far listener does not hold are decided from its roster (its own reasons) and not tested;

@@ -59,12 +59,12 @@ public struct HTMLReport {
             """
     }
 
-    static func figure(_ transport: Transport) -> String {
+    public static func figure(_ transport: Transport) -> String {
         "<figure><figcaption>\(transport.rawValue)</figcaption>"
             + "<canvas class=\"grid\" id=\"grid-\(transport.rawValue)\" data-protocol=\"\(transport.rawValue)\"></canvas></figure>"
     }
 
-    static func reason(_ group: PortGroup) -> String {
+    public static func reason(_ group: PortGroup) -> String {
         guard group.errno != 0 else { return "" }
         return UVError.name(ofErrno: group.errno) + (group.holder.map { ", \($0)" } ?? "")
     }

@@ -15,11 +15,15 @@ final class ResultBoard: Sendable {
     private let state: Mutex<State>
     private let completedCount = Atomic<Int>(0)
     private let emit: @Sendable ([PortResult]) -> Void
+    private let observe: @Sendable ([PortResult]) -> Void
     private let metrics = SweepMetrics()
 
     /// `ports` ascending, each tested for every one of `transports` (TCP first); `emit` receives runs of results in port order (called under the board's lock, from a loop
     /// thread: it must not call back into the board).
-    init(ports: [UInt16], transports: [Transport], emit: @escaping @Sendable ([PortResult]) -> Void) {
+    /// `observe` sees each batch as it is posted, before the order is restored.
+    init(ports: [UInt16], transports: [Transport], observe: @escaping @Sendable ([PortResult]) -> Void = { _ in },
+         emit: @escaping @Sendable ([PortResult]) -> Void) {
+        self.observe = observe
         var position = [Int32](repeating: -1, count: 65536)
         for (i, port) in ports.enumerated() { position[Int(port)] = Int32(i * transports.count) }
         self.position = position
@@ -70,5 +74,6 @@ final class ResultBoard: Sendable {
         }
         completedCount.add(batch.count, ordering: .relaxed)
         metrics.record(batch)
+        observe(batch)
     }
 }

@@ -20,6 +20,7 @@ public final class Sweep: Sendable {
     private let ports: [UInt16]
     private let run = Mutex<RunState?>(nil)
     private let board: Mutex<ResultBoard?> = Mutex(nil)
+    private let watchers = Mutex<[@Sendable ([PortResult]) -> Void]>([])
     /// `--rate`, one limit over every shard.
     private let rate: RateLimit?
     private let budget: DescriptorBudget
@@ -63,6 +64,13 @@ public final class Sweep: Sendable {
     }
 
     /// Ports with a verdict so far (for progress displays); any thread.
+    /// `body` receives every verdict as it is decided, in batches, in any order, on the loop thread that decided
+    /// it (a live view that must not wait behind a slow port, as the in-order results do). It must be quick and
+    /// must not call back into the sweep. Call before `run()`.
+    public func watch(_ body: @escaping @Sendable ([PortResult]) -> Void) {
+        watchers.withLock { $0.append(body) }
+    }
+
     public var completed: Int { board.withLock { $0?.completed ?? 0 } }
 
     /// The number of tests: ports times protocols.
@@ -106,7 +114,9 @@ public final class Sweep: Sendable {
 
     func start(continuation: Continuation) throws(SweepError) {
         let transports = configuration.orderedTransports
-        let board = ResultBoard(ports: ports, transports: transports) { continuation.yield($0) }
+        let watchers = self.watchers.withLock { $0 }
+        let board = ResultBoard(ports: ports, transports: transports,
+                                observe: { batch in for watcher in watchers { watcher(batch) } }) { continuation.yield($0) }
         let work = transports.map { ($0, configuration.portsToTest($0)) }.filter { !$0.1.isEmpty }
         let state = RunState(shards: plan.loops * work.count)
         let alreadyStarted = run.withLock { current -> Bool in

@@ -8,7 +8,7 @@ import UVLoop
 @Suite struct ParsingTests {
     static func message(_ arguments: [String]) -> String? {
         do {
-            _ = try PortsweepCommand.parseAsRoot(joinNegativeValues(arguments))
+            _ = try PortsweepCommand.parseAsRoot(joinNegativeValues(defaultOptionalValues(arguments)))
             return nil
         } catch {
             return PortsweepCommand.message(for: error)
@@ -56,5 +56,26 @@ import UVLoop
         #expect(Self.message(["sweep", "--ports", "1-1024,8080", "--target", "127.0.0.1"]) == nil)
         #expect(Self.message(["listen", "--ports", "8000-8010", "--reply", "echo", "--bind", "::1"]) == nil)
         #expect(Self.message(["serve", "--listen", "[::1]:8080"]) == nil)
+    }
+}
+
+/// `--dashboard` with and without its value.
+@Suite struct DashboardOptionTests {
+    static func parse(_ arguments: [String]) throws -> SweepCommand {
+        let command = try PortsweepCommand.parseAsRoot(joinNegativeValues(defaultOptionalValues(arguments)))
+        return try #require(command as? SweepCommand)
+    }
+
+    @Test func aBareDashboardServesOnLoopback9900() throws {
+        #expect(try Self.parse(["sweep", "--dashboard"]).dashboard == SocketAddress(.loopbackV4, port: 9900))
+        #expect(try Self.parse(["sweep", "--dashboard", "--ports", "80"]).dashboard == SocketAddress(.loopbackV4, port: 9900))
+        #expect(try Self.parse(["sweep", "--dashboard", "0.0.0.0:8080"]).dashboard == SocketAddress(.anyV4, port: 8080))
+        #expect(try Self.parse(["sweep", "--dashboard=[::1]:9901"]).dashboard == SocketAddress(.loopbackV6, port: 9901))
+        #expect(try Self.parse(["sweep"]).dashboard == nil)
+    }
+
+    @Test func aBadDashboardAddressIsNamed() {
+        #expect(ParsingTests.message(["sweep", "--dashboard", "localhost:99999"])?.contains("localhost:99999") == true)
+        #expect(ParsingTests.message(["sweep", "--dashboard", "--test-single-port", "80"])?.contains("--dashboard 127.0.0.1:9900") == true)
     }
 }

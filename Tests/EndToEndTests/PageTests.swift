@@ -117,5 +117,80 @@ struct PageTests {
         #expect((result["bad"] as? [String])?.first == "Port must be an integer from 1 to 65535", "\(result)")
         #expect(result["left"] as? String == "2", "two checks made, the bad port not counted: \(result)")
     }
+
+    /// `sweep --dashboard` in a namespace with nftables rules (TCP 2100-2149 dropped, waiting out an 8 s deadline;
+    /// UDP 2200-2249 rejected): the page, opened with the printed URL, trades the token for a cookie, shows the
+    /// sweep running, then done, with every verdict's colour in its cells, the counts, and the results as
+    /// downloads; without the token the server answers 403. The page stays up after the sweep, and Ctrl-C then
+    /// ends the command with the sweep's status (1: some ports did not pass), not 130.
+    @Test func sweepDashboardDrawsVerdictsAsTheyComeAndStaysUpUntilCtrlC() throws {
+        let ns = "psdash\(getpid() % 100_000)"
+        try runSetupScript("""
+            ip netns add \(ns) && ip -n \(ns) link set lo up
+            ip netns exec \(ns) nft add table inet t
+            ip netns exec \(ns) nft add chain inet t input '{ type filter hook input priority 0; }'
+            ip netns exec \(ns) nft add rule inet t input tcp dport 2100-2149 drop
+            ip netns exec \(ns) nft add rule inet t input udp dport 2200-2249 reject
+            """)
+        defer { _ = try? runSetupScript("ip netns del \(ns)") }
+        let launcher = ["/usr/sbin/ip", "netns", "exec", ns]
+        let sweep = try ListenProcess(["--ports", "2000-2299", "--timeout", "8", "--dashboard", "127.0.0.1:0"],
+                                      launcher: launcher, subcommand: "sweep")
+        defer { if sweep.process.isRunning { _ = sweep.stop(SIGKILL) } }
+        #expect(sweep.waitForErrors("dashboard at "), "\(sweep.errors)")
+        guard let url = sweep.errors.split(separator: " ").first(where: { $0.hasPrefix("http://") && $0.contains("token=") })
+            .map({ String($0.split(separator: "\n")[0]) }) else {
+            Issue.record("no dashboard URL in \(sweep.errors)")
+            return
+        }
+        let base = String(url[..<url.range(of: "/?token=")!.lowerBound])
+        func status(_ extra: [String], _ path: String) throws -> String {
+            try Portsweep.shell(launcher + ["/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"] + extra + [base + path])
+        }
+        #expect(try status([], "/") == "403")
+        #expect(try status([], "/results.csv") == "403")
+        #expect(try status(["-H", "Cookie: portsweep-dashboard-1=\(url.split(separator: "=").last!)"], "/events") == "403",
+                "a cookie of another port's dashboard")
+
+        let result = try Browser.session(Self.cellCheck + "\n" + """
+            driver.get("\(url)")
+            result["url"] = driver.current_url
+            result["cookie"] = driver.execute_script("return document.cookie")
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script("return window.portsweep.last && window.portsweep.last.phase") == "done")
+            result["phases"] = driver.execute_script("return window.portsweep.phases")
+            result["updates"] = driver.execute_script("return window.portsweep.updates")
+            result["cells"] = cells([["TCP", 2000, "PASS"], ["TCP", 2120, "FAIL"], ["TCP", 2299, "PASS"],
+                                     ["UDP", 2120, "PASS"], ["UDP", 2230, "SEND"], ["TCP", 80, "untested"]])
+            result["counts"] = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#counts tbody tr")]
+            result["progress"] = driver.find_element(By.ID, "progress").text
+            result["summary"] = driver.find_element(By.ID, "summary").text
+            fetch = "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.text()).then(done, e => done(String(e)))"
+            result["jsonl"] = driver.execute_async_script(fetch, "/results.jsonl").strip().split("\\n")
+            result["csv"] = driver.execute_async_script(fetch, "/results.csv").strip().split("\\n")
+            shot("dashboard")
+            """, netns: ns)
+        #expect(result["error"] == nil, "\(result)")
+        #expect(result["url"] as? String == base + "/", "the token leaves the address bar: \(result)")
+        #expect(result["cookie"] as? String == "", "HttpOnly: no script reads the cookie: \(result)")
+        let phases = result["phases"] as? [[String: Any]] ?? []
+        #expect(phases.first?["phase"] as? String == "running" && (phases.first?["done"] as? Int ?? 300) < 300
+                && phases.last?["phase"] as? String == "done" && phases.last?["done"] as? Int == 300,
+                "seen running with ports left, then done: \(phases)")
+        let cells = result["cells"] as? [[Any]] ?? []
+        #expect(cells.count == 6 && cells.allSatisfy { $0.last as? Bool == true }, "cells not in their verdict's colour: \(cells)")
+        #expect(result["counts"] as? [String] == ["PASS 250 250", "FAIL 50 0", "SEND 0 50"], "\(result)")
+        #expect((result["progress"] as? String ?? "").hasPrefix("300 of 300 ports · "), "\(result)")
+        #expect((result["summary"] as? String ?? "").hasPrefix("300 ports, TCP and UDP (600 tests) in"), "\(result)")
+        let jsonl = result["jsonl"] as? [String] ?? []
+        #expect(jsonl.count == 600 && jsonl.contains("{\"code\":1,\"errno\":\"ETIMEDOUT\",\"port\":2120,\"protocol\":\"TCP\",\"result\":\"FAIL\"}"),
+                "\(jsonl.prefix(3)) … \(jsonl.count) lines")
+        let csv = result["csv"] as? [String] ?? []
+        #expect(csv.first == "port,protocol,code,result,errno,holder" && csv.count == 601 && csv.contains("2230,UDP,2,SEND,ECONNREFUSED,"),
+                "\(csv.prefix(3)) … \(csv.count) lines")
+
+        #expect(sweep.process.isRunning, "the page stays up after the sweep")
+        #expect(sweep.stop(SIGINT) == 1, "the sweep's own status after Ctrl-C: \(sweep.errors)")
+        #expect(sweep.log.contains("[FAIL] TCP 2100-2149") && sweep.log.contains("[SEND] UDP 2200-2249"), "\(sweep.log)")
+    }
 }
 }
