@@ -37,7 +37,9 @@ public final class SweepBoard: Sendable {
         var holders: [Int: PortHolder] = [:]
         /// Every decided test, in the order decided: protocol index << 16 | port.
         var log: [UInt32] = []
-        var counts: [Transport: [String: Int]] = [:]
+        /// Per protocol index and outcome bits: how many tests (words are made only for a page's update: this
+        /// is counted on the sweep's loop threads, for every test).
+        var counts: [[Int]]
         var phase = Phase.running
         var summary = ""
         var exitStatus: Int32?
@@ -55,7 +57,8 @@ public final class SweepBoard: Sendable {
         self.transports = transports
         self.progress = progress
         state = Mutex(State(codes: transports.map { _ in [UInt8](repeating: 0, count: 65536) },
-                            errnos: transports.map { _ in [Int32](repeating: 0, count: 65536) }))
+                            errnos: transports.map { _ in [Int32](repeating: 0, count: 65536) },
+                            counts: transports.map { _ in [Int](repeating: 0, count: 256) }))
     }
 
     /// The sweep starts now (the page's elapsed time and rate count from here, as the summary's do).
@@ -73,7 +76,7 @@ public final class SweepBoard: Sendable {
                 state.codes[t][p] = result.outcome.rawValue &+ 1
                 state.errnos[t][p] = result.errno
                 if let holder = result.holder { state.holders[t << 16 | p] = holder }
-                state.counts[result.transport, default: [:]][result.outcome.word, default: 0] += 1
+                state.counts[t][Int(result.outcome.rawValue)] += 1
             }
         }
     }
@@ -121,10 +124,18 @@ public final class SweepBoard: Sendable {
             let elapsed = state.startedAt.map { Self.seconds(end - $0) } ?? 0
             return (runs(fresh, state), state.log.count,
                     Snapshot(phase: state.phase, summary: state.summary, exitStatus: state.exitStatus,
-                             counts: state.counts, elapsed: elapsed))
+                             counts: countsByWord(state.counts), elapsed: elapsed))
         }
         let update = Update(reading, snapshot, groups: groups)
         return ((try? JSONEncoder().encode(update)).map(Array.init) ?? Array("{}".utf8), next)
+    }
+
+    private func countsByWord(_ counts: [[Int]]) -> [Transport: [String: Int]] {
+        var out: [Transport: [String: Int]] = [:]
+        for (t, row) in counts.enumerated() {
+            for (bits, n) in row.enumerated() where n > 0 { out[transports[t], default: [:]][Outcome(rawValue: UInt8(bits)).word] = n }
+        }
+        return out
     }
 
     /// Sorted log entries as groups of consecutive ports with the same verdict, errno and holder.
