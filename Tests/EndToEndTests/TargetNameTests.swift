@@ -6,14 +6,16 @@ import Testing
 /// machine and no query leaves the namespace (it has nothing but loopback).
 @Suite(.enabled(if: Portsweep.canMakeNamespaces, "needs root and unshare"))
 struct TargetNameTests {
-    /// `before`: shell lines run first in the same namespace (far ends started in the background, stopped at exit).
+    /// `before`: shell lines run first in the same namespace (far ends started in the background, stopped at exit:
+    /// by the pids `started` records, since dash's `$(jobs -p)` runs in a subshell that has no jobs, and left
+    /// them running after CI's run).
     static func sweep(_ arguments: String, before: String = "") throws -> String {
         let hosts = FileManager.default.temporaryDirectory.appendingPathComponent("hosts-\(UUID().uuidString)")
         try "127.0.0.1 checker.test\n::1 checker6.test\n2001:db8::1 only6.test\n".write(to: hosts, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: hosts) }
         let script = """
             ip link set lo up && mount --bind \(hosts.path) /etc/hosts || exit 99
-            trap 'kill $(jobs -p) 2>/dev/null' EXIT
+            bg=""; trap 'kill $bg 2>/dev/null' EXIT
             \(before)
             \(Portsweep.binary) sweep \(arguments) 2>&1
             echo "rc=$?"
@@ -37,6 +39,7 @@ struct TargetNameTests {
     static func started(_ command: String, listening port: Int) -> String {
         """
         \(Portsweep.binary) \(command) >/dev/null 2>&1 &
+        bg="$bg $!"
         i=0; until ss -Hltn 'sport = :\(port)' | grep -q .; do i=$((i+1)); [ $i -gt 200 ] && exit 98; sleep 0.05; done
         """
     }
