@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "PortsweepDashboard",
             dependencies: [
-                "PortsweepHTTP", "PortsweepReport", "PortsweepEngine", "UVLoop",
+                "PortsweepHTTP", "PortsweepListen", "PortsweepReport", "PortsweepEngine", "UVLoop",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strict),
@@ -123,11 +123,12 @@ let package = Package(
         .testTarget(name: "ReportTests", dependencies: ["PortsweepReport", "PortsweepEngine"], swiftSettings: strict),
         .testTarget(
             name: "DashboardTests",
-            dependencies: ["PortsweepDashboard", "PortsweepEngine", .product(name: "HTTPTypes", package: "swift-http-types")],
+            dependencies: ["PortsweepDashboard", "PortsweepListen", "PortsweepHTTP", "PortsweepEngine", "UVLoop",
+                           .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: strict),
         .testTarget(
             name: "CLITests",
-            dependencies: ["PortsweepCLI", "PortsweepEngine", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["PortsweepCLI", "PortsweepListen", "PortsweepEngine", "UVLoop", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         // End-to-end: the built binary in network namespaces of its own (root only).
         .testTarget(name: "EndToEndTests", dependencies: ["PortsweepEngine"], swiftSettings: strict),

@@ -1,6 +1,7 @@
 public import ArgumentParser
 public import PortsweepEngine
 public import UVLoop
+import PortsweepListen
 
 // Each value of the command line is parsed once, into its type, where it is declared: a bad value stops the
 // parse with one line naming the option, the value and the reason ("The value '70000' is invalid for
@@ -34,7 +35,7 @@ extension PortSet: ExpressibleByArgument, ArgumentValue {
 
 extension IPAddress: ExpressibleByArgument, ArgumentValue {
     public static func parse(_ text: String) throws -> IPAddress {
-        guard let address = IPAddress(text) else { throw ArgumentReason( "not an IPv4 or IPv6 address") }
+        guard let address = IPAddress(text) else { throw ArgumentReason(ListenForm.notAnAddress) }
         return address
     }
     public var defaultValueDescription: String { description }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PortsweepDashboard
 import PortsweepEngine
 import PortsweepHTTP
 import PortsweepListen
@@ -77,13 +78,17 @@ struct ListenCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Address the self-test connects to. (default: 127.0.0.1)", valueName: "IP"), transform: IPAddress.parse)
     var target: IPAddress = .loopbackV4
 
+    @Option(name: .long, help: ArgumentHelp("Serve the listen's page on ADDR:PORT, 127.0.0.1:9900 when no value follows: status, a form to start and stop listeners, the live log, counters and the grid of every port. Its URL, with a token, is printed at start; --ports is then optional (start from the page).", valueName: "ADDR:PORT"),
+            transform: SocketAddress.parse)
+    var dashboard: SocketAddress?
+
     // A worker process of a listen too large for one process: its assignment on stdin, reports on stdout.
     @Flag(name: .long, help: .hidden)
     var worker = false
 
     func validate() throws {
         if worker { return }
-        guard ports != nil else { throw ValidationError("missing --ports (such as --ports 8080 or --ports 8000-8100)") }
+        guard ports != nil || dashboard != nil else { throw ValidationError(ListenForm.missingPorts) }
         guard maxConnections >= 1 else { throw ValidationError("invalid --max-connections '\(maxConnections)': must be at least 1") }
         guard maxPerPort >= 1 else { throw ValidationError("invalid --max-per-port '\(maxPerPort)': must be at least 1") }
         for (name, value) in [("--idle-timeout", idleTimeout.value), ("--request-timeout", requestTimeout.value)] {
@@ -95,6 +100,12 @@ struct ListenCommand: AsyncParsableCommand {
             throw ValidationError("invalid \(name) '\(value)': must be 0 or more")
         }
         guard maxQueued >= 1024 else { throw ValidationError("invalid --max-queued '\(maxQueued)': must be at least 1024 bytes") }
+    }
+
+    /// The command line's choice as the form's text: the page shows it, and starts again from it.
+    var form: ListenForm {
+        ListenForm(ports: ports.map { "\($0)" } ?? "", bind: "\(bind)",
+                   protocols: protocols.tcpOnly ? "tcp" : protocols.udpOnly ? "udp" : "both", reply: reply.value.rawValue)
     }
 
     func configuration() throws -> ListenConfiguration {
@@ -113,6 +124,7 @@ struct ListenCommand: AsyncParsableCommand {
 
     func run() async throws {
         if worker { return try await runWorker() }
+        if let dashboard { return try await runWithDashboard(on: dashboard) }
         let configuration = try configuration()
         let log = ListenLog(format: format, timestamps: !noTimestamps)
         let group = try LocalResources.loops()
@@ -147,6 +159,41 @@ struct ListenCommand: AsyncParsableCommand {
         status?.cancel()
         await status?.value
         await summarize(listen, stats: stats, log: log)
+    }
+
+    /// --dashboard: the page starts and stops listens (this command's limits, the page's ports, bind, protocols
+    /// and reply); the command ends on SIGINT or SIGTERM, with the summary of everything it served.
+    private func runWithDashboard(on address: SocketAddress) async throws {
+        let base = try configuration()
+        let log = ListenLog(format: format, timestamps: !noTimestamps)
+        let group = try LocalResources.loops()
+        defer { group.shutdown() }
+        let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
+        defer { signals.stop() }
+        let board = ListenBoard()
+        let stats = ListenStats(listening: 0)
+        let session = ListenSession(base: base, group: group, descriptors: DescriptorBudget.raise(), log: log,
+                                    stats: stats, board: board)
+        let page: ListenDashboard
+        do {
+            page = try await ListenDashboard.start(board, control: session, on: address)
+        } catch {
+            Terminal.error("portsweep: cannot open the dashboard on \(address): \(error)\n")
+            throw ExitCode(ExitStatus.localError)
+        }
+        // Printed even with --quiet: without it the page cannot be opened.
+        Terminal.error("portsweep: dashboard at \(page.url)\n")
+        if ports != nil, let reason = await session.start(form) {
+            Terminal.error("portsweep: \(reason)\n")
+            if strict { await page.stop(); throw ExitCode(ExitStatus.localError) }
+        }
+        let signal = try? await signals.next()
+        log.note("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM"))")
+        let counters = await session.finish()
+        await page.stop()
+        log.summary(stats, counters: counters)
+        log.flush()
+        if !quiet { Terminal.error(stats.summary(counters) + "\n") }
     }
 
     /// The summary: a record in the log (text or JSON) and, unless --quiet, a line on stderr.
@@ -218,4 +265,91 @@ struct ReplyArgument: ExpressibleByArgument {
 
 enum LogFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
+}
+
+/// The dashboard's listen: at most one at a time, started from a form and stopped from the page (or by the
+/// command's end). Its events go to the log, the counters and the page, as a listen's without a page do.
+actor ListenSession: ListenControl {
+    private let base: ListenConfiguration
+    private let group: EventLoopGroup
+    private let descriptors: DescriptorBudget
+    private let log: ListenLog
+    private let stats: ListenStats
+    private let board: ListenBoard
+    private var current: (listen: Listen, pump: Task<Void, Never>)?
+    private var counters = ListenCounters()
+
+    init(base: ListenConfiguration, group: EventLoopGroup, descriptors: DescriptorBudget, log: ListenLog,
+         stats: ListenStats, board: ListenBoard) {
+        self.base = base
+        self.group = group
+        self.descriptors = descriptors
+        self.log = log
+        self.stats = stats
+        self.board = board
+    }
+
+    func start(_ form: ListenForm) async -> String? {
+        let choice: ListenForm.Choice
+        do { choice = try form.validated() } catch { return error.description }
+        if current != nil { return "already listening: stop first" }
+        var configuration = base
+        configuration.ports = choice.ports
+        configuration.bind = choice.bind
+        configuration.transports = choice.transports
+        configuration.reply = choice.reply
+        let listen = Listen(configuration, group: group, descriptors: descriptors)
+        let start: ListenStart
+        do {
+            start = try await listen.start()
+        } catch {
+            let reason = "cannot listen: \(error)"
+            board.failed(reason)
+            return reason
+        }
+        let pump = Task { [log, stats, board] in
+            for await event in listen.events {
+                stats.record(event)
+                board.record(event)
+                log.write(event)
+                log.flush()
+            }
+        }
+        guard start.held > 0 else {
+            await listen.stop()
+            await pump.value
+            let reason = ListenLog.explain(start.failures, bind: configuration.bind)
+                .split(separator: "\n").first.map { String($0.dropFirst("portsweep: ".count)) } ?? "cannot listen"
+            board.failed(reason, failures: start.failures)
+            return reason
+        }
+        current = (listen, pump)
+        let description = ListenLog.describe(configuration, start: start, descriptors: descriptors)
+        if !start.failures.isEmpty { Terminal.error(ListenLog.explain(start.failures, bind: configuration.bind)) }
+        note("listening on " + description)
+        board.listening(form, configuration, failures: start.failures, description: description)
+        return nil
+    }
+
+    func stop() async { _ = await finish() }
+
+    /// A note in the log and on the page.
+    private func note(_ text: String) {
+        log.note(text)
+        board.record(.note(text, time: WallClock.now))
+    }
+
+    /// Stops the listen, if any; returns the counters of every listen so far.
+    func finish() async -> ListenCounters {
+        if let (listen, pump) = current {
+            current = nil
+            let last = await listen.counters()
+            await listen.stop()
+            await pump.value
+            counters = counters + last
+            note("stopped")
+            board.stopped()
+        }
+        return counters
+    }
 }

@@ -30,6 +30,14 @@ public struct PortSet: Sendable, Hashable, Sequence, CustomStringConvertible {
         }
     }
 
+    public mutating func remove(_ port: UInt16) {
+        let (word, bit) = (Int(port) >> 6, UInt64(1) << (UInt64(port) & 63))
+        if bits[word] & bit != 0 {
+            bits[word] &= ~bit
+            count -= 1
+        }
+    }
+
     public func contains(_ port: UInt16) -> Bool {
         bits[Int(port) >> 6] & (UInt64(1) << (UInt64(port) & 63)) != 0
     }

@@ -45,7 +45,8 @@ public enum PortGridPage {
         }.joined() + "</ul>"
     }
 
-    /// `PortGrid`: `new PortGrid(canvas, readout, protocol)`, `.set(first, last, word, detail)`, `.draw()`,
+    /// `PortGrid`: `new PortGrid(canvas, readout, protocol[, palette])` (a page with states of its own, not
+    /// verdicts, passes `{word: colour}` with an `untested` entry), `.set(first, last, word, detail)`, `.draw()`,
     /// `.verdict(port)`, `.pixel(port)` (the colour drawn, read back from the canvas: what the tests check).
     public static let script = """
         const PORTSWEEP_COLOURS = {\(legend.map { "\"\($0.word)\":\"\($0.colour)\"" }.joined(separator: ","))};
@@ -56,14 +57,14 @@ public enum PortGridPage {
         }
         function portsweepRGB(hex) { return [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16)); }
         class PortGrid {
-          constructor(canvas, readout, protocol) {
-            this.canvas = canvas; this.readout = readout; this.protocol = protocol;
+          constructor(canvas, readout, protocol, palette) {
+            this.canvas = canvas; this.readout = readout; this.protocol = protocol; this.palette = palette || null;
             canvas.width = 256; canvas.height = 256;
             this.ctx = canvas.getContext("2d");
             this.image = this.ctx.createImageData(256, 256);
             this.words = new Array(65536).fill("untested");
             this.details = new Map();
-            const untested = portsweepRGB(PORTSWEEP_COLOURS.untested);
+            const untested = portsweepRGB(this.colourOf("untested"));
             for (let p = 0; p < 65536; p++) this.paint(p, untested);
             canvas.tabIndex = 0;
             canvas.setAttribute("role", "img");
@@ -75,12 +76,13 @@ public enum PortGridPage {
             });
             canvas.addEventListener("mouseleave", () => { this.readout.textContent = ""; });
           }
+          colourOf(word) { return this.palette ? (this.palette[word] || this.palette.untested) : portsweepColourOf(word); }
           paint(port, rgb) {
             const i = port * 4, d = this.image.data;
             d[i] = rgb[0]; d[i + 1] = rgb[1]; d[i + 2] = rgb[2]; d[i + 3] = 255;
           }
           set(first, last, word, detail) {
-            const rgb = portsweepRGB(portsweepColourOf(word));
+            const rgb = portsweepRGB(this.colourOf(word));
             for (let p = first; p <= last; p++) { this.words[p] = word; this.paint(p, rgb); }
             if (detail) for (let p = first; p <= last; p++) this.details.set(p, detail);
           }

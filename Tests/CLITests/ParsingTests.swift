@@ -1,6 +1,7 @@
 import ArgumentParser
 @testable import PortsweepCLI
 import PortsweepEngine
+import PortsweepListen
 import Testing
 import UVLoop
 
@@ -77,5 +78,31 @@ import UVLoop
     @Test func aBadDashboardAddressIsNamed() {
         #expect(ParsingTests.message(["sweep", "--dashboard", "localhost:99999"])?.contains("localhost:99999") == true)
         #expect(ParsingTests.message(["sweep", "--dashboard", "--test-single-port", "80"])?.contains("--dashboard 127.0.0.1:9900") == true)
+    }
+}
+
+/// The listen dashboard's form is checked by `ListenForm`, with the command line's own messages.
+@Suite struct ListenFormTests {
+    @Test(arguments: [
+        (["--ports", "70000"], ListenForm(ports: "70000")),
+        (["--ports", "5-3"], ListenForm(ports: "5-3")),
+        (["--ports", "80", "--bind", "1.2.3"], ListenForm(ports: "80", bind: "1.2.3")),
+        (["--ports", "80", "--reply", "foo"], ListenForm(ports: "80", reply: "foo")),
+    ])
+    func theFormSaysWhatTheCommandLineSays(arguments: [String], form: ListenForm) {
+        let cli = ParsingTests.message(["listen"] + arguments)
+        #expect(cli != nil)
+        #expect(throws: ListenForm.Invalid(description: cli ?? "")) { try form.validated() }
+    }
+
+    @Test func missingPortsIsTheSameLineToo() {
+        #expect(ParsingTests.message(["listen"]) == ListenForm.missingPorts)
+        #expect(throws: ListenForm.Invalid(description: ListenForm.missingPorts)) { try ListenForm(ports: " ").validated() }
+        #expect(ParsingTests.message(["listen", "--dashboard"]) == nil, "with a page, the ports can come from its form")
+    }
+
+    @Test func aGoodFormIsAChoice() throws {
+        let choice = try ListenForm(ports: "8000-8002", bind: "::", protocols: "udp", reply: "echo").validated()
+        #expect(choice.ports.count == 3 && choice.bind == IPAddress("::") && choice.transports == [.udp] && choice.reply == .echo)
     }
 }

@@ -1,6 +1,9 @@
 import Foundation
 import HTTPTypes
 @testable import PortsweepDashboard
+import PortsweepHTTP
+import PortsweepListen
+import UVLoop
 import PortsweepEngine
 import Testing
 
@@ -68,5 +71,31 @@ import Testing
         let done = try Self.decode(board.update(since: cursor).json)
         #expect(done["phase"] as? String == "done" && done["exitStatus"] as? Int == 1 && done["eta"] == nil)
         #expect(board.results.map { "\($0.transport.rawValue) \($0.port) \($0.outcome)" } == ["TCP 1 PASS", "UDP 1 PASS", "TCP 2 PASS", "TCP 3 FAIL", "TCP 4 FAIL"])
+    }
+}
+
+@Suite struct ListenBoardTests {
+    static func connection(_ port: UInt16, _ n: Int) -> ListenEvent {
+        .connection(ConnectionRecord(localPort: port, client: SocketAddress(.loopbackV4, port: UInt16(1024 + n % 60000)),
+                                     bytesIn: 10, bytesOut: 20, requests: 1, duration: .milliseconds(1), end: "served"))
+    }
+
+    /// Whatever comes (here 100,000 connections on 5,000 ports), the board keeps `tail` lines and one entry per
+    /// recent port, and a page is sent at most `linesPerUpdate` lines an update, told how many it missed.
+    @Test func memoryAndUpdatesStayBoundedUnderLoad() throws {
+        let board = ListenBoard()
+        for n in 0..<100_000 { board.record(Self.connection(UInt16(1 + n % 5000), n)) }
+        let (json, cursor) = board.update(since: 0)
+        let update = try SweepBoardTests.decode(json)
+        #expect((update["lines"] as? [Any])?.count == ListenBoard.linesPerUpdate)
+        #expect(update["skipped"] as? Int == 100_000 - ListenBoard.linesPerUpdate)
+        #expect(update["connections"] as? Int == 100_000 && cursor == 100_000)
+        #expect((update["busiest"] as? [[String]])?.count == 10)
+        // 5,000 hot ports as one run, not 5,000 entries.
+        #expect((update["grid"] as? [[String]]) == [["TCP", "1", "5000", "hit recently", ""]])
+        #expect(json.count < 64 * 1024, "\(json.count) bytes")
+        board.record(Self.connection(7, 1))
+        let next = try SweepBoardTests.decode(board.update(since: cursor).json)
+        #expect((next["lines"] as? [Any])?.count == 1 && next["skipped"] as? Int == 0)
     }
 }
