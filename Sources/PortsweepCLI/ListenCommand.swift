@@ -89,6 +89,9 @@ struct ListenCommand: AsyncParsableCommand {
     func validate() throws {
         if worker { return }
         guard ports != nil || dashboard != nil else { throw ValidationError(ListenForm.missingPorts) }
+        if let dashboard, selfTest {
+            throw ValidationError("--self-test and --dashboard \(dashboard) exclude each other: start the listen from the page, then sweep it")
+        }
         guard maxConnections >= 1 else { throw ValidationError("invalid --max-connections '\(maxConnections)': must be at least 1") }
         guard maxPerPort >= 1 else { throw ValidationError("invalid --max-per-port '\(maxPerPort)': must be at least 1") }
         for (name, value) in [("--idle-timeout", idleTimeout.value), ("--request-timeout", requestTimeout.value)] {
