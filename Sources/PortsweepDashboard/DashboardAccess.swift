@@ -38,7 +38,9 @@ public struct DashboardAccess: Sendable {
         let (bare, query) = Self.split(path)
         if let offered = Self.queryValue("token", in: query) {
             guard Self.same(offered, token) else { return .refuse }
-            return request.method == .get || request.method == .head ? .setCookie(location: bare) : .allow
+            // Back to the same page without the token; never to another host (`//host` is one to a browser).
+            let location = bare.hasPrefix("/") && !bare.hasPrefix("//") && !bare.contains("\\") ? bare : "/"
+            return request.method == .get || request.method == .head ? .setCookie(location: location) : .allow
         }
         for value in request.headerFields[values: .cookie] {
             for pair in value.split(separator: ";") {

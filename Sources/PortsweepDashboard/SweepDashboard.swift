@@ -3,14 +3,13 @@ import HTTPTypes
 import PortsweepHTTP
 import PortsweepEngine
 import PortsweepReport
-import Synchronization
 public import UVLoop
 
 /// `sweep --dashboard`: the sweep's page, served on a loop of its own (the sweep's loops never run a line of
 /// it) by portsweep's one HTTP server, on the one address the user named.
 ///
 /// - `GET /` the page; `GET /events` Server-Sent Events, an update at most every `tick` with what changed (the
-///   groups closed since the page's last update and those still growing, the progress and the counts);
+///   tests decided since the page's last update, as runs of ports, the progress and the counts);
 /// - `GET /results.jsonl`, `GET /results.csv` the results so far, one record per port and protocol.
 /// Every request needs the token or its cookie (`DashboardAccess`).
 public final class SweepDashboard: Sendable {

@@ -19,6 +19,9 @@ import Testing
     @Test func theTokenIsTradedForACookieAndEitherLetsIn() {
         #expect(access.decide(request("/?token=0123456789abcdef0123456789abcdef")) == .setCookie(location: "/"))
         #expect(access.decide(request("/events?token=0123456789abcdef0123456789abcdef")) == .setCookie(location: "/events"))
+        #expect(access.decide(request("//evil.example/?token=0123456789abcdef0123456789abcdef")) == .setCookie(location: "/"),
+                "no redirect to another host")
+        #expect(access.decide(request("/\\evil.example?token=0123456789abcdef0123456789abcdef")) == .setCookie(location: "/"))
         #expect(access.decide(request("/events", cookie: "a=b; portsweep-dashboard-9900=0123456789abcdef0123456789abcdef")) == .allow)
         let set = access.response(for: .setCookie(location: "/"))
         #expect(set.head.status == .seeOther)
