@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // C shims: module maps and nothing else.
@@ -93,7 +94,8 @@ let package = Package(
             swiftSettings: strict),
 
         // Rendering of results: grouped text, JSON Lines, CSV, summaries.
-        .target(name: "PortsweepReport", dependencies: ["PortsweepEngine"], swiftSettings: strict),
+        .target(name: "PortsweepReport", dependencies: ["PortsweepEngine", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
 
         // The command line: parse, validate, call a mode, render. No socket code.
         .target(

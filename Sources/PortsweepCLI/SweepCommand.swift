@@ -88,7 +88,10 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Ports in flight over all loops, per protocol (default 256 TCP and 512 UDP per loop, cut to fit the descriptor limit).", valueName: "N"))
     var concurrency: Int?
 
-    @Option(name: .long, help: "Output format: text, json (JSON Lines), csv, html (one self-contained page: the grid of every port, the groups as a table; written when the sweep ends).")
+    @Option(name: .long, help: ArgumentHelp("Hold the sweep against a policy: a rule 'PROTOCOLS PORTS WORD' ('tcp 80,443 pass', 'tcp,udp 1-79 blocked'; words pass, blocked, any, FAIL, SEND, RECV, SUDO, USED, ERRO), or a YAML file of such rules (repeatable; the first rule naming a port decides). Only deviations are printed; exit 0 when reality matches, 1 when not. Without --ports, the ports the policy names are tested.", valueName: "RULE|FILE"))
+    var expect: [String] = []
+
+    @Option(name: .long, help: "Output format: text, json (JSON Lines), csv, html (one self-contained page: the grid of every port, the groups as a table; written when the sweep ends), junit (JUnit XML: a test case per policy rule, or per group of ports).")
     var format: OutputFormatArgument = .text
 
     @Option(name: .long, help: ArgumentHelp("Serve a live page of the sweep (progress, the grid of every port, downloads) on ADDR:PORT, 127.0.0.1:9900 when no value follows. Its URL, with a token, is printed at start; the page stays up after the sweep until Ctrl-C, and the exit status is then the sweep's.", valueName: "ADDR:PORT"),
@@ -105,9 +108,42 @@ struct SweepCommand: AsyncParsableCommand {
     @Flag(name: [.short, .long], help: "Also print the plan (window, loops, descriptor limit) and the errno behind each verdict.")
     var verbose = false
 
-    /// The ports to test, from --ports or --test-single-port.
-    func portSet() throws -> PortSet {
-        guard let single = testSinglePort else { return ports ?? PortSet(range: 1...16384) }
+    /// --expect's rules, in order: a value naming an existing file is read as YAML, any other is one rule.
+    func policy() throws -> Policy? {
+        guard !expect.isEmpty else { return nil }
+        var rules: [PolicyRule] = []
+        do {
+            for value in expect {
+                if FileManager.default.fileExists(atPath: value) {
+                    guard let text = FileManager.default.contents(atPath: value).map({ String(decoding: $0, as: UTF8.self) }) else {
+                        throw Policy.Invalid("cannot read the policy \(value)")
+                    }
+                    rules += try Policy.parse(yaml: text, file: value)
+                } else {
+                    rules.append(try PolicyRule(parsing: value))
+                }
+            }
+        } catch let error as Policy.Invalid {
+            throw ValidationError(error.description)
+        }
+        return Policy(rules: rules)
+    }
+
+    /// The protocols to test: --tcp-only/--udp-only, else those a policy names, else both.
+    func transports(_ policy: Policy?) -> Set<Transport> {
+        if protocols.tcpOnly || protocols.udpOnly { return protocols.transports }
+        return policy.map { Set($0.transports) } ?? protocols.transports
+    }
+
+    /// The ports to test, from --ports, --test-single-port or the policy.
+    func portSet(_ policy: Policy? = nil) throws -> PortSet {
+        guard let single = testSinglePort else {
+            if let ports { return ports }
+            guard let policy else { return PortSet(range: 1...16384) }
+            var named = PortSet()
+            for transport in transports(policy) { for port in policy.ports(transport) { named.insert(port) } }
+            return named
+        }
         if let ports {
             throw ValidationError("--test-single-port \(single) and --ports \(ports) exclude each other: test one port, or a range")
         }
@@ -118,7 +154,15 @@ struct SweepCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        _ = try portSet()
+        let policy = try policy()
+        _ = try portSet(policy)
+        if policy != nil {
+            if testSinglePort != nil { throw ValidationError("--expect holds a range to a policy: it has no use with --test-single-port") }
+            if format.value == .html { throw ValidationError("--expect prints the deviations: use it with --format text, json, csv or junit") }
+            if let policy, try portSet(policy).isEmpty {
+                throw ValidationError("--expect names no port of the protocols tested (\(protocols.tcpOnly ? "TCP" : "UDP") only)")
+            }
+        }
         if let to {
             if let targetOption { throw ValidationError("--to \(to) and --target \(targetOption) exclude each other: sweep outbound to a remote listener, or inbound through a target") }
             if let bind { throw ValidationError("--bind \(bind) has no use with --to: an outbound sweep holds no listener") }
@@ -171,9 +215,12 @@ struct SweepCommand: AsyncParsableCommand {
 
         let progress = chatty && Terminal.stderrIsTerminal ? ProgressBar(sweep: sweep) : nil
         let progressTask = progress.map { bar in Task { await bar.run() } }
+        let policy = try policy()
         let output = SweepOutput(renderer: renderer(bothProtocols: configuration.transports.count == 2),
                                  singlePort: singlePort, resume: resumeFile,
-                                 report: format.value == .html ? htmlReport(configuration) : nil)
+                                 report: format.value == .html ? htmlReport(configuration) : nil,
+                                 check: policy.map { PolicyCheck(policy: $0, format: format.value) },
+                                 junit: format.value == .junit ? JUnitReport(name: htmlReport(configuration).title, timestamp: Self.now()) : nil)
         // The sweep runs as a service; a signal interrupts it and every result it had is still written.
         page?.board.begin()
         let signal = try await Lifecycle.run([SweepService(sweep) { await output.consume($0) }], signals: signals)
@@ -182,6 +229,7 @@ struct SweepCommand: AsyncParsableCommand {
 
         if let failure = output.failure {
             output.writeReport(summary: "The sweep stopped early (\(failure)); the results it had are below.")
+            output.writeJUnit(seconds: 0)
             page?.board.finish(.failed, summary: "The sweep stopped early (\(failure)).", exitStatus: ExitStatus.localError)
             await page?.stop()
             try Self.stop(on: failure)
@@ -190,6 +238,8 @@ struct SweepCommand: AsyncParsableCommand {
         let summaryText = Self.summaryText(summary, of: configuration, signal: signal)
         if chatty || (signal != nil && !quiet) { Terminal.error("portsweep: \(summaryText)\n") }
         output.writeReport(summary: summaryText)
+        output.writeJUnit(seconds: Self.seconds(summary.elapsed))
+        if let check = output.check, chatty || (signal != nil && !quiet) { Terminal.error("portsweep: \(check.summary)\n") }
         if let resumeFile, let errno = resumeFile.writeFailure {
             await page?.stop()
             try Self.stop(on: ResumeFile.Failure.cannotWrite(path: resumeFile.path, errno: errno))
@@ -200,7 +250,8 @@ struct SweepCommand: AsyncParsableCommand {
         } else if singlePort {
             status = Int32(output.singleOutcome.rawValue)
         } else {
-            status = summary.allPassed ? ExitStatus.allPassed : ExitStatus.someFailed
+            let passed = output.check.map { $0.deviated == 0 } ?? summary.allPassed
+            status = passed ? ExitStatus.allPassed : ExitStatus.someFailed
         }
         if let page {
             page.board.finish(summary.interrupted ? .interrupted : .done, summary: summaryText, exitStatus: status)
@@ -309,8 +360,9 @@ struct SweepCommand: AsyncParsableCommand {
     }
 
     private func configuration(target: IPAddress, known: [PortResult]) throws -> SweepConfiguration {
-        var configuration = SweepConfiguration(ports: try portSet(), target: target, bind: bind, timeout: timeout.duration,
-                                               concurrency: concurrency, transports: protocols.transports, retries: retries)
+        let policy = try policy()
+        var configuration = SweepConfiguration(ports: try portSet(policy), target: target, bind: bind, timeout: timeout.duration,
+                                               concurrency: concurrency, transports: transports(policy), retries: retries)
         if to != nil { configuration.direction = .echo(SweepDirection.outboundLine(token: SweepDirection.randomToken())) }
         if let via {
             configuration.via = Checker(url: via.text, address: SocketAddress(target, port: via.port), host: via.hostHeader,
@@ -367,6 +419,14 @@ struct SweepCommand: AsyncParsableCommand {
                           transports: configuration.orderedTransports, generated: "Swept \(date)")
     }
 
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func now() -> String {
+        Date().formatted(Date.ISO8601FormatStyle(timeZone: .gmt))
+    }
+
     static func text(_ value: Double) -> String {
         value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : "\(value)"
     }
@@ -399,9 +459,15 @@ final class SweepOutput: @unchecked Sendable {
     private(set) var failure: (any Error)?
 
     private var report: HTMLReport?
+    /// --expect: the results held against the policy (only deviations are printed).
+    private(set) var check: PolicyCheck?
+    private var junit: JUnitReport?
 
-    init(renderer: ResultRenderer, singlePort: Bool, resume: ResumeFile? = nil, report: HTMLReport? = nil) {
+    init(renderer: ResultRenderer, singlePort: Bool, resume: ResumeFile? = nil, report: HTMLReport? = nil,
+         check: PolicyCheck? = nil, junit: JUnitReport? = nil) {
         self.report = report
+        self.check = check
+        self.junit = junit
         self.renderer = renderer
         self.resume = resume
         self.singlePort = singlePort
@@ -409,12 +475,17 @@ final class SweepOutput: @unchecked Sendable {
 
     func consume(_ results: SweepResults) async {
         do {
-            if !singlePort { out.write(renderer.header()) }
+            if junit == nil && report == nil { out.write(check?.header ?? (singlePort ? [] : renderer.header())) }
             for try await result in results {
                 resume?.add(result)
                 if singlePort { singleOutcome.formUnion(result.outcome) }
                 if report != nil {
                     report?.add(result)
+                } else if junit != nil {
+                    junit?.add(result)
+                    _ = check?.add(result)
+                } else if check != nil {
+                    out.write(check!.add(result))
                 } else if !singlePort {
                     out.write(renderer.add(result))
                 }
@@ -423,7 +494,20 @@ final class SweepOutput: @unchecked Sendable {
             failure = error
         }
         resume?.flush()
-        if !singlePort && report == nil { out.write(renderer.finish()) }
+        if check != nil {
+            let lines = check!.finish()
+            if junit == nil { out.write(lines) }
+        } else if !singlePort && report == nil && junit == nil {
+            out.write(renderer.finish())
+        }
+        out.flush()
+    }
+
+    /// --format junit: the whole document, once the sweep has ended (an interrupted one's too).
+    func writeJUnit(seconds: Double) {
+        guard var junit else { return }
+        junit.seconds = seconds
+        out.write([junit.document(policy: check)])
         out.flush()
     }
 

@@ -7,6 +7,8 @@ public enum OutputFormat: String, Sendable, CaseIterable {
     case text, json, csv
     /// One self-contained HTML document (`HTMLReport`), written once the sweep has ended.
     case html
+    /// JUnit XML (`JUnitReport`), written once the sweep has ended: a test case per policy rule, or per group.
+    case junit
 }
 
 /// How results are printed.
@@ -96,8 +98,8 @@ public struct ResultRenderer {
                 errno: errnoName.isEmpty ? nil : errnoName, holder: group.holder?.description)
             let data = (try? encoder.encode(record)) ?? Data()
             return String(decoding: data, as: UTF8.self)
-        case .html:
-            return ""  // the document is written whole by HTMLReport
+        case .html, .junit:
+            return ""  // the document is written whole by HTMLReport or JUnitReport
         case .csv:
             let ports = options.grouped ? "\(group.first),\(group.last)" : "\(group.first)"
             return "\(ports),\(group.transport.rawValue),\(group.outcome.rawValue),\(group.outcome.word),\(errnoName),"
@@ -108,7 +110,7 @@ public struct ResultRenderer {
 
 extension ResultRenderer {
     /// A CSV field, quoted when it holds a comma or a quote (a holder: `held by nginx, pid 812`).
-    static func csvField(_ text: String) -> String {
+    public static func csvField(_ text: String) -> String {
         guard text.contains(",") || text.contains("\"") else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
