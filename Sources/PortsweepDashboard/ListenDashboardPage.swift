@@ -64,7 +64,7 @@ enum ListenDashboardPage {
         <table id="busiest"><thead><tr><th>Protocol</th><th>Port</th><th>Hits</th></tr></thead><tbody></tbody></table>
         <h2>Every port</h2>
         <ul class="legend">\(legend.map { "<li data-verdict=\"\($0.word)\"><span class=\"swatch\" style=\"background:\($0.colour)\"></span><b>\($0.word == "untested" ? "not listening" : $0.word)</b> <span class=\"muted\">\($0.meaning)</span></li>" }.joined())</ul>
-        <div class="grids">\(HTMLReport.figure(.tcp))\(HTMLReport.figure(.udp))</div>
+        <div class="grids">\(PortGridPage.figure(.tcp))\(PortGridPage.figure(.udp))</div>
         <p id="readout" class="readout" aria-live="polite"></p>
         <script>\(PortGridPage.script)
         \(script)</script>

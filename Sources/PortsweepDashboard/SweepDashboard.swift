@@ -15,20 +15,18 @@ public import UVLoop
 public final class SweepDashboard: Sendable {
     public let board: SweepBoard
     private let server: DashboardServer
-    private let tick: Duration
 
     /// Opens the dashboard's loop and binds `address` (throws `UVError`: in use, not local, privileged).
     public static func start(_ board: SweepBoard, on address: SocketAddress, tick: Duration = .milliseconds(250),
                              token: String? = nil) async throws -> SweepDashboard {
         let routes = Routes(board: board, tick: tick)
         let server = try await DashboardServer.start(on: address, token: token) { await routes.handle($0) }
-        return SweepDashboard(board: board, server: server, tick: tick)
+        return SweepDashboard(board: board, server: server)
     }
 
-    private init(board: SweepBoard, server: DashboardServer, tick: Duration) {
+    private init(board: SweepBoard, server: DashboardServer) {
         self.board = board
         self.server = server
-        self.tick = tick
     }
 
     public var access: DashboardAccess { server.access }

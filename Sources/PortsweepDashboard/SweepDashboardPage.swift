@@ -27,12 +27,9 @@ enum SweepDashboardPage {
         <p class="downloads">Results so far, one record per port: <a id="jsonl" href="/results.jsonl" download>JSON Lines</a>
         <a id="csv" href="/results.csv" download>CSV</a></p>
         <h2>Every port</h2>
-        \(PortGridPage.legendHTML)
-        <p><label>Find a port <input id="find" type="number" min="1" max="65535" inputmode="numeric"></label>
-        <span id="found" class="readout" aria-live="polite"></span></p>
-        <div class="grids">\(transports.map { HTMLReport.figure($0) }.joined())</div>
-        <p id="readout" class="readout" aria-live="polite"></p>
+        \(PortGridPage.verdictGrids(transports))
         <script>\(PortGridPage.script)
+        \(PortGridPage.verdictGridsScript)
         \(script(transports))</script>
         </body></html>
         """
@@ -41,9 +38,6 @@ enum SweepDashboardPage {
     static func script(_ transports: [Transport]) -> String {
         """
         const PROTOCOLS = [\(transports.map { "\"\($0.rawValue)\"" }.joined(separator: ","))];
-        const grids = {};
-        for (const canvas of document.querySelectorAll("canvas.grid"))
-          grids[canvas.dataset.protocol] = new PortGrid(canvas, document.getElementById("readout"), canvas.dataset.protocol);
         const $ = id => document.getElementById(id);
         const PHASES = { running: "Sweeping…", done: "Done", interrupted: "Interrupted", failed: "Stopped early" };
         const state = { updates: 0, last: null, grids, phases: [] };
@@ -84,10 +78,6 @@ enum SweepDashboardPage {
           $("connection").textContent = "connection lost: reconnecting…"; $("connection").className = "lost";
         });
         source.addEventListener("update", e => apply(JSON.parse(e.data)));
-        $("find").addEventListener("input", e => {
-          const port = Number(e.target.value);
-          $("found").textContent = Object.values(grids).map(g => g.text(port)).filter(t => t).join("; ");
-        });
         """
     }
 }

@@ -43,25 +43,17 @@ public struct HTMLReport {
             <p class="muted">\(Self.escape(generated))</p>
             <p id="summary">\(Self.escape(summary))</p>
             <h2>Every port</h2>
-            \(PortGridPage.legendHTML)
-            <p><label>Find a port <input id="find" type="number" min="1" max="65535" inputmode="numeric"></label>
-            <span id="found" class="readout" aria-live="polite"></span></p>
-            <div class="grids">\(transports.map { Self.figure($0) }.joined())</div>
-            <p id="readout" class="readout" aria-live="polite"></p>
+            \(PortGridPage.verdictGrids(transports))
             <h2>Groups</h2>
             <table id="groups"><thead><tr><th>Protocol</th><th>Ports</th><th>Verdict</th><th>Reason</th></tr></thead><tbody>
             \(rows.map(Self.row).joined(separator: "\n"))
             </tbody></table>
             <script type="application/json" id="data">\(Self.data(rows))</script>
             <script>\(PortGridPage.script)
+            \(PortGridPage.verdictGridsScript)
             \(Self.startScript)</script>
             </body></html>
             """
-    }
-
-    public static func figure(_ transport: Transport) -> String {
-        "<figure><figcaption>\(transport.rawValue)</figcaption>"
-            + "<canvas class=\"grid\" id=\"grid-\(transport.rawValue)\" data-protocol=\"\(transport.rawValue)\"></canvas></figure>"
     }
 
     public static func reason(_ group: PortGroup) -> String {
@@ -83,16 +75,9 @@ public struct HTMLReport {
     }
 
     static let startScript = """
-        const grids = {};
-        for (const canvas of document.querySelectorAll("canvas.grid"))
-          grids[canvas.dataset.protocol] = new PortGrid(canvas, document.getElementById("readout"), canvas.dataset.protocol);
         for (const [protocol, first, last, word, reason] of JSON.parse(document.getElementById("data").textContent))
           grids[protocol]?.set(Number(first), Number(last), word, reason);
         Object.values(grids).forEach(g => g.draw());
-        document.getElementById("find").addEventListener("input", e => {
-          const port = Number(e.target.value);
-          document.getElementById("found").textContent = Object.values(grids).map(g => g.text(port)).filter(t => t).join("; ");
-        });
         window.portsweep = { grids };
         """
 

@@ -1,3 +1,5 @@
+public import PortsweepEngine
+
 /// The parts of every portsweep page, compiled into the binary (nothing is fetched: pages work offline and from
 /// a file): the style sheet, and the script that draws the 256×256 grid of all 65535 ports.
 ///
@@ -35,6 +37,34 @@ public enum PortGridPage {
         table { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: .9rem; }
         th, td { text-align: left; padding: .15rem .75rem .15rem 0; border-bottom: 1px solid #e5e5ea; }
         input, select, button { font: inherit; }
+        """
+
+    /// A canvas per protocol, for `PortGrid`.
+    public static func figure(_ transport: Transport) -> String {
+        "<figure><figcaption>\(transport.rawValue)</figcaption>"
+            + "<canvas class=\"grid\" id=\"grid-\(transport.rawValue)\" data-protocol=\"\(transport.rawValue)\"></canvas></figure>"
+    }
+
+    /// The verdict grids' section of a page: legend, port finder, a canvas per protocol, the hover readout.
+    public static func verdictGrids(_ transports: [Transport]) -> String {
+        """
+        \(legendHTML)
+        <p><label>Find a port <input id="find" type="number" min="1" max="65535" inputmode="numeric"></label>
+        <span id="found" class="readout" aria-live="polite"></span></p>
+        <div class="grids">\(transports.map(figure).joined())</div>
+        <p id="readout" class="readout" aria-live="polite"></p>
+        """
+    }
+
+    /// After `script`, on a page with `verdictGrids`: `grids` (a `PortGrid` per protocol) and the finder.
+    public static let verdictGridsScript = """
+        const grids = {};
+        for (const canvas of document.querySelectorAll("canvas.grid"))
+          grids[canvas.dataset.protocol] = new PortGrid(canvas, document.getElementById("readout"), canvas.dataset.protocol);
+        document.getElementById("find").addEventListener("input", e => {
+          const port = Number(e.target.value);
+          document.getElementById("found").textContent = Object.values(grids).map(g => g.text(port)).filter(t => t).join("; ");
+        });
         """
 
     /// The legend as HTML: swatch, word, meaning.

@@ -19,6 +19,17 @@ struct PageTests {
             return out
         """
 
+    /// The URL with its token that a command with --dashboard prints on stderr, and the server's base URL.
+    static func dashboardURL(of process: ListenProcess) -> (url: String, base: String)? {
+        #expect(process.waitForErrors("dashboard at "), "\(process.errors)")
+        guard let url = process.errors.split(separator: " ").first(where: { $0.hasPrefix("http://") && $0.contains("token=") })
+            .map({ String($0.split(separator: "\n")[0]) }), let mark = url.range(of: "/?token=") else {
+            Issue.record("no dashboard URL in \(process.errors)")
+            return nil
+        }
+        return (url, String(url[..<mark.lowerBound]))
+    }
+
     /// `--format html` of a sweep in a namespace with nftables rules: one file, opened from disk (no server), whose
     /// grid cells have the legend's colour of each port's verdict, whose hover names the port in text, and whose
     /// table lists the groups.
@@ -137,13 +148,7 @@ struct PageTests {
         let sweep = try ListenProcess(["--ports", "2000-2299", "--timeout", "8", "--dashboard", "127.0.0.1:0"],
                                       launcher: launcher, subcommand: "sweep")
         defer { if sweep.process.isRunning { _ = sweep.stop(SIGKILL) } }
-        #expect(sweep.waitForErrors("dashboard at "), "\(sweep.errors)")
-        guard let url = sweep.errors.split(separator: " ").first(where: { $0.hasPrefix("http://") && $0.contains("token=") })
-            .map({ String($0.split(separator: "\n")[0]) }) else {
-            Issue.record("no dashboard URL in \(sweep.errors)")
-            return
-        }
-        let base = String(url[..<url.range(of: "/?token=")!.lowerBound])
+        guard let (url, base) = Self.dashboardURL(of: sweep) else { return }
         func status(_ extra: [String], _ path: String) throws -> String {
             try Portsweep.shell(launcher + ["/usr/bin/curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"] + extra + [base + path])
         }
@@ -204,13 +209,7 @@ struct PageTests {
         let launcher = ["/usr/sbin/ip", "netns", "exec", ns]
         let listen = try ListenProcess(["--dashboard", "127.0.0.1:0"], launcher: launcher)
         defer { if listen.process.isRunning { _ = listen.stop(SIGKILL) } }
-        #expect(listen.waitForErrors("dashboard at "), "\(listen.errors)")
-        guard let url = listen.errors.split(separator: " ").first(where: { $0.hasPrefix("http://") && $0.contains("token=") })
-            .map({ String($0.split(separator: "\n")[0]) }) else {
-            Issue.record("no dashboard URL in \(listen.errors)")
-            return
-        }
-        let base = String(url[..<url.range(of: "/?token=")!.lowerBound])
+        guard let (url, base) = Self.dashboardURL(of: listen) else { return }
         let jar = NSTemporaryDirectory() + "jar-\(UUID().uuidString)"
         defer { unlink(jar) }
         _ = try Portsweep.shell(launcher + ["/usr/bin/curl", "-s", "-o", "/dev/null", "-c", jar, url])
