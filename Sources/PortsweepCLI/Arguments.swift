@@ -133,6 +133,17 @@ enum HostArgument: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// `--ipv4` / `--ipv6`: the address family of a host name's address.
+enum AddressFamilyFlag: String, EnumerableFlag, CustomStringConvertible {
+    case ipv4, ipv6
+    var family: IPAddress.Family { self == .ipv4 ? .v4 : .v6 }
+    var description: String { rawValue }
+    static func help(for value: AddressFamilyFlag) -> ArgumentHelp? {
+        value == .ipv4 ? "Use a host name's IPv4 address (--target, --to, --via). (default: the resolver's first, of --bind's family when given)"
+            : "Use a host name's IPv6 address; the default target becomes ::1."
+    }
+}
+
 /// `--tcp-only` / `--udp-only`, shared by sweep and listen.
 struct TransportOptions: ParsableArguments {
     @Flag(name: .long, help: "TCP only (default: TCP and UDP).")

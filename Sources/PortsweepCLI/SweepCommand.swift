@@ -54,8 +54,17 @@ struct SweepCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Skip the ports whose verdict is in FILE (an earlier run's JSON Lines) and append every new verdict to it; the output is the whole range's.", valueName: "FILE"))
     var resume: String?
 
-    /// Where the client connects: --to's host outbound, --target's inbound (default this machine).
-    var target: HostArgument { to ?? via?.host ?? targetOption ?? .address(.loopbackV4) }
+    /// `--ipv4` / `--ipv6` rather than `-4` / `-6`, which would read as negative values.
+    @Flag
+    var family: AddressFamilyFlag?
+
+    /// Where the client connects: --to's host outbound, --target's inbound (default this machine, of --ipv6's family).
+    var target: HostArgument {
+        to ?? via?.host ?? targetOption ?? .address(family == .ipv6 || bind?.family == .v6 ? .loopbackV6 : .loopbackV4)
+    }
+
+    /// The family a host name resolves in: the flag's, else --bind's.
+    var resolveFamily: IPAddress.Family? { family?.family ?? bind?.family }
 
     @Option(name: .long, help: ArgumentHelp("Address the listeners bind (default 0.0.0.0, or :: for an IPv6 target).", valueName: "ADDR"),
             transform: IPAddress.parse)
@@ -174,6 +183,14 @@ struct SweepCommand: AsyncParsableCommand {
         if apiKey != nil && via == nil { throw ValidationError("--api-key is for a checker: use it with --via") }
         if let bind, let address = target.address, bind.family != address.family {
             throw ValidationError("--bind \(bind) and --target \(target) must be of the same IP family")
+        }
+        if let family {
+            if let bind, bind.family != family.family {
+                throw ValidationError("--\(family) and --bind \(bind) disagree: \(bind) is an \(bind.family == .v4 ? "IPv4" : "IPv6") address")
+            }
+            if let address = target.address, address.family != family.family {
+                throw ValidationError("--\(family) and \(targetOptionName) \(target) disagree: \(target) is an \(address.family == .v4 ? "IPv4" : "IPv6") address")
+            }
         }
         guard timeout.value <= 3600 else {
             throw ValidationError("invalid --timeout '\(SweepCommand.text(timeout.value))': must be more than 0 and at most 3600 seconds")
@@ -315,7 +332,7 @@ struct SweepCommand: AsyncParsableCommand {
     private var targetOptionName: String { to != nil ? "--to" : via != nil ? "--via" : "--target" }
 
     private static func describe(_ configuration: SweepConfiguration, timeout: Double) -> String {
-        let what = "sweeping \(configuration.ports.count) ports (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+")))"
+        let what = "sweeping \(configuration.ports.count) port\(configuration.ports.count == 1 ? "" : "s") (\(configuration.orderedTransports.map(\.rawValue).joined(separator: "+")))"
         let how = configuration.via.map { "inbound through the checker at \($0.url) (listeners on \(configuration.bindAddress))" }
             ?? (configuration.direction.isOutbound
                 ? "outbound to \(configuration.target)" : "of \(configuration.target) (listeners on \(configuration.bindAddress))")
@@ -346,12 +363,13 @@ struct SweepCommand: AsyncParsableCommand {
     /// A name that has no address is bad input (64); a resolver this machine cannot reach is a local error (2).
     private func resolveTarget(on loop: EventLoop) async throws -> IPAddress {
         do {
-            return try await target.resolve(family: bind?.family, on: loop)
+            return try await target.resolve(family: resolveFamily, on: loop)
         } catch let failure as Resolver.Failure {
             Terminal.error("portsweep: \(targetOptionName) \(failure)\n")
             throw ExitCode(failure.isLocal ? ExitStatus.localError : ExitStatus.usage)
         } catch let wrong as HostArgument.WrongFamily {
-            Terminal.error("portsweep: \(targetOptionName) \(wrong); --bind \(bind.map { "\($0)" } ?? "") is of the other family\n")
+            let asked = family.map { "--\($0) was given" } ?? "--bind \(bind.map { "\($0)" } ?? "") is of the other family"
+            Terminal.error("portsweep: \(targetOptionName) \(wrong); \(asked)\n")
             throw ExitCode(ExitStatus.usage)
         } catch {
             Terminal.error("portsweep: \(targetOptionName): cannot resolve '\(target)': \(error)\n")

@@ -11,7 +11,7 @@ struct TargetNameTests {
     /// them running after CI's run).
     static func sweep(_ arguments: String, before: String = "") throws -> String {
         let hosts = FileManager.default.temporaryDirectory.appendingPathComponent("hosts-\(UUID().uuidString)")
-        try "127.0.0.1 checker.test\n::1 checker6.test\n2001:db8::1 only6.test\n".write(to: hosts, atomically: true, encoding: .utf8)
+        try "127.0.0.1 checker.test\n::1 checker6.test\n2001:db8::1 only6.test\n127.0.0.1 both.test\n::1 both.test\n".write(to: hosts, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: hosts) }
         let script = """
             ip link set lo up && mount --bind \(hosts.path) /etc/hosts || exit 99
@@ -71,5 +71,42 @@ struct TargetNameTests {
         let out = try Self.sweep("--ports 5000 --target only6.test --bind 0.0.0.0")
         #expect(out.hasPrefix("portsweep: --target 'only6.test' has no IPv4 address (only 2001:db8::1); --bind 0.0.0.0"), "\(out)")
         #expect(out.hasSuffix("rc=64\n"), "\(out)")
+    }
+
+    /// `--ipv4` / `--ipv6` choose which of a name's addresses is swept; the listeners follow the family.
+    @Test func ipv4AndIPv6ChooseTheFamilyOfAName() throws {
+        let v6 = try Self.sweep("--ports 5000-5004 --target both.test --ipv6 --tcp-only -v")
+        #expect(v6.contains("--target both.test is ::1") && v6.contains("[PASS] 5000-5004") && v6.hasSuffix("rc=0\n"), "\(v6)")
+        let v4 = try Self.sweep("--ports 5000-5004 --target both.test --ipv4 --tcp-only -v")
+        #expect(v4.contains("--target both.test is 127.0.0.1") && v4.contains("[PASS] 5000-5004") && v4.hasSuffix("rc=0\n"), "\(v4)")
+        let far = Self.started("listen --ports 3000-3004 --reply echo --bind :: -q", listening: 3004)
+        let to = try Self.sweep("--ports 3000-3004 --to both.test --ipv6 -v", before: far)
+        #expect(to.contains("--to both.test is ::1") && to.contains("[PASS] TCP/UDP 3000-3004") && to.hasSuffix("rc=0\n"), "\(to)")
+        let missing = try Self.sweep("--ports 5000 --target only6.test --ipv4")
+        #expect(missing == "portsweep: --target 'only6.test' has no IPv4 address (only 2001:db8::1); --ipv4 was given\nrc=64\n", "\(missing)")
+    }
+
+    /// Without a target, --ipv6 sweeps ::1; a bracketed IPv6 target is an address like any other.
+    @Test func ipv6WithoutATargetSweepsTheIPv6Loopback() throws {
+        let out = try Self.sweep("--ports 5000-5002 --ipv6 --tcp-only -v")
+        #expect(out.contains("sweeping 3 ports (TCP) of ::1 (listeners on ::)") && out.contains("[PASS] 5000-5002"), "\(out)")
+        #expect(out.hasSuffix("rc=0\n"), "\(out)")
+        let bracketed = try Self.sweep("--ports 5000-5002 --target [::1] --tcp-only")
+        #expect(bracketed.contains("[PASS] 5000-5002") && bracketed.hasSuffix("rc=0\n"), "\(bracketed)")
+    }
+
+    /// A flag that disagrees with an address given is one line naming both, exit 64; both flags at once too.
+    @Test func aFamilyFlagThatDisagreesIsOneLine() throws {
+        let cases = [
+            ("--ports 1 --ipv6 --target 127.0.0.1", "portsweep: --ipv6 and --target 127.0.0.1 disagree: 127.0.0.1 is an IPv4 address"),
+            ("--ports 1 --ipv4 --bind ::", "portsweep: --ipv4 and --bind :: disagree: :: is an IPv6 address"),
+            ("--ports 1 --ipv4 --to ::1", "portsweep: --ipv4 and --to ::1 disagree: ::1 is an IPv6 address"),
+            ("--ports 1 --ipv4 --ipv6", "portsweep: Value to be set with flag '--ipv6' had already been set with flag '--ipv4'"),
+        ]
+        for (arguments, line) in cases {
+            let out = try Self.sweep(arguments)
+            let lines = out.split(separator: "\n")
+            #expect(lines.count == 2 && lines[0].hasPrefix(line) && lines[1] == "rc=64", "\(arguments): \(out)")
+        }
     }
 }
