@@ -263,6 +263,8 @@ struct ReplyArgument: ExpressibleByArgument {
         self.value = value
     }
     static var allValueStrings: [String] { ReplyMode.allCases.map(\.rawValue) }
+    /// The values for shell completions too (the default is a file name for a type that is not CaseIterable).
+    static var defaultCompletionKind: CompletionKind { .list(allValueStrings) }
     var defaultValueDescription: String { value.rawValue }
 }
 

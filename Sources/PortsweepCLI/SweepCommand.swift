@@ -463,6 +463,7 @@ struct OutputFormatArgument: ExpressibleByArgument {
     }
 
     static var allValueStrings: [String] { OutputFormat.allCases.map(\.rawValue) }
+    static var defaultCompletionKind: CompletionKind { .list(allValueStrings) }
     var defaultValueDescription: String { value.rawValue }
 }
 
