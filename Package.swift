@@ -6,8 +6,10 @@
 //   modes        PortsweepSweep, PortsweepListen, PortsweepServe (each its one home), PortsweepReport (rendering),
 //                PortsweepDashboard (the pages a running mode serves)
 //   shared       PortsweepHTTP (the one HTTP/1.1 server), PortsweepEngine (values, probes, scheduler)
-//   loop         UVLoop: the only target that sees libuv (imported internally)
-//   C shims      CLibUV, CHTTPParser: module maps of Debian's libuv1-dev and libhttp-parser-dev
+//   loop         UVLoop: the only target that sees libuv (imported internally); UVRedis: hiredis on a loop UVLoop
+//                lends it (the raw loop, untyped, package access)
+//   C shims      CLibUV, CHTTPParser: module maps of Debian's libuv1-dev and libhttp-parser-dev; CHiredisUV:
+//                Debian's libhiredis-dev and its libuv adapter, compiled in C
 import PackageDescription
 
 let strict: [SwiftSetting] = [
@@ -21,6 +23,7 @@ let package = Package(
     products: [
         .executable(name: "portsweep", targets: ["portsweep"]),
         .library(name: "UVLoop", targets: ["UVLoop"]),
+        .library(name: "UVRedis", targets: ["UVRedis"]),
         .library(name: "PortsweepSweep", targets: ["PortsweepSweep"]),
         .library(name: "PortsweepReport", targets: ["PortsweepReport"]),
         .library(name: "PortsweepDashboard", targets: ["PortsweepDashboard"]),
@@ -44,8 +47,13 @@ let package = Package(
         // Debian's libhttp-parser-dev ships no .pc file.
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
 
+        // hiredis's libuv adapter is header-only C over libuv's types: compiled here, exposed without them.
+        .target(name: "CHiredisUV", linkerSettings: [.linkedLibrary("hiredis"), .linkedLibrary("uv")]),
+
         // The loop: libuv as a Swift executor, handles with uv_close discipline, addresses, errors.
         .target(name: "UVLoop", dependencies: ["CLibUV"], swiftSettings: strict),
+        // A Redis client on a loop: hiredis's async API through its libuv adapter, a deadline of ours per command.
+        .target(name: "UVRedis", dependencies: ["CHiredisUV", "UVLoop"], swiftSettings: strict),
 
         // The engine: domain values, per-port state machines, the scheduler.
         .target(
@@ -77,7 +85,7 @@ let package = Package(
         .target(
             name: "PortsweepServe",
             dependencies: [
-                "PortsweepHTTP", "PortsweepEngine", "PortsweepSweep", "PortsweepReport", "UVLoop",
+                "PortsweepHTTP", "PortsweepEngine", "PortsweepSweep", "PortsweepReport", "UVLoop", "UVRedis",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -114,6 +122,7 @@ let package = Package(
         // Unit and in-process tests: one target per library target, each on real loopback sockets where it
         // touches the network.
         .testTarget(name: "UVLoopTests", dependencies: ["UVLoop"], swiftSettings: strict),
+        .testTarget(name: "UVRedisTests", dependencies: ["UVRedis", "UVLoop"], swiftSettings: strict),
         .testTarget(name: "EngineTests", dependencies: ["PortsweepEngine", "UVLoop"], swiftSettings: strict),
         .testTarget(name: "HTTPTests", dependencies: ["PortsweepHTTP", "UVLoop"], swiftSettings: strict),
         .testTarget(name: "SweepTests", dependencies: ["PortsweepSweep", "PortsweepEngine", "UVLoop"], swiftSettings: strict),

@@ -26,6 +26,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     public let name: String
     /// The raw libuv loop. Loop thread only.
     let uv: UnsafeMutablePointer<uv_loop_t>
+    /// The raw loop for a C library's own libuv adapter (hiredis's, in UVRedis), untyped so that libuv's types
+    /// stay in this module. Loop thread only, like `uv`.
+    package var rawLoop: UnsafeMutableRawPointer { UnsafeMutableRawPointer(uv) }
 
     private let wakeup: UnsafeMutablePointer<uv_async_t>
     private let drainer: UnsafeMutablePointer<uv_prepare_t>
