@@ -160,6 +160,54 @@ struct TransportOptions: ParsableArguments {
 }
 
 /// `--via http://HOST[:PORT][/]`: a checker (`portsweep serve`). Plain HTTP: TLS goes to a proxy in front.
+/// `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`: the authority of an http:// or redis:// URL.
+func hostAndPort(_ rest: Substring, defaultPort: UInt16) throws -> (HostArgument, UInt16) {
+    var hostText = String(rest)
+    var port = defaultPort
+    if rest.hasPrefix("[") {
+        guard let close = rest.firstIndex(of: "]") else { throw ArgumentReason("an IPv6 address in brackets has no ]") }
+        hostText = String(rest[rest.index(after: rest.startIndex)..<close])
+        let after = rest[rest.index(after: close)...]
+        if !after.isEmpty {
+            guard after.hasPrefix(":"), let value = UInt16(after.dropFirst()), value > 0 else { throw ArgumentReason("bad port after the address") }
+            port = value
+        }
+    } else if let colon = rest.lastIndex(of: ":") {
+        hostText = String(rest[..<colon])
+        guard let value = UInt16(rest[rest.index(after: colon)...]), value > 0 else { throw ArgumentReason("the port must be from 1 to 65535") }
+        port = value
+    }
+    return (try HostArgument.parse(hostText), port)
+}
+
+/// `--rate-limit-store redis://HOST[:PORT]` (6379 by default). No password in it: a command line is readable by
+/// every user of the machine (ps, /proc/PID/cmdline).
+struct RedisURL: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
+    let text: String
+    let host: HostArgument
+    let port: UInt16
+
+    static func parse(_ text: String) throws -> RedisURL {
+        guard text.lowercased().hasPrefix("redis://") else {
+            throw ArgumentReason(text.lowercased().hasPrefix("rediss://") ? "TLS to Redis (rediss://) is not supported: use redis:// on a private network"
+                                 : "expected redis://HOST[:PORT]")
+        }
+        var rest = Substring(text.dropFirst(8))
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        if rest.contains("@") {
+            throw ArgumentReason("no password in the URL (every user can read a command line): use --redis-password-file or $PORTSWEEP_REDIS_PASSWORD")
+        }
+        guard !rest.isEmpty, !rest.contains("/"), !rest.contains("?") else {
+            throw ArgumentReason("expected redis://HOST[:PORT], without a path or query")
+        }
+        let (host, port) = try hostAndPort(rest, defaultPort: 6379)
+        return RedisURL(text: text, host: host, port: port)
+    }
+
+    var description: String { text }
+    var defaultValueDescription: String { text }
+}
+
 struct CheckerURL: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
     let text: String
     let host: HostArgument
@@ -175,22 +223,8 @@ struct CheckerURL: ArgumentValue, Sendable, Equatable, CustomStringConvertible {
         guard !rest.isEmpty, !rest.contains("/"), !rest.contains("@"), !rest.contains("?") else {
             throw ArgumentReason("expected http://HOST[:PORT], without a path, user or query")
         }
-        var hostText = String(rest)
-        var port: UInt16 = 80
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else { throw ArgumentReason("an IPv6 address in brackets has no ]") }
-            hostText = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
-            if !after.isEmpty {
-                guard after.hasPrefix(":"), let value = UInt16(after.dropFirst()), value > 0 else { throw ArgumentReason("bad port after the address") }
-                port = value
-            }
-        } else if let colon = rest.lastIndex(of: ":") {
-            hostText = String(rest[..<colon])
-            guard let value = UInt16(rest[rest.index(after: colon)...]), value > 0 else { throw ArgumentReason("the port must be from 1 to 65535") }
-            port = value
-        }
-        return CheckerURL(text: text, host: try HostArgument.parse(hostText), port: port)
+        let (host, port) = try hostAndPort(rest, defaultPort: 80)
+        return CheckerURL(text: text, host: host, port: port)
     }
 
     /// The Host header: the name (or address) and the port as given.

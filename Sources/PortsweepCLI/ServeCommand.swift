@@ -60,6 +60,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Access log format on stdout: text, json (JSON Lines).")
     var format: LogFormat = .text
 
+    @OptionGroup(title: "Shared budgets (several instances behind a load balancer)")
+    var store: StoreOptions
+
     func limits() -> ConnectionLimits {
         var limits = ConnectionLimits()
         limits.maxConnections = maxConnections
@@ -88,26 +91,38 @@ struct ServeCommand: AsyncParsableCommand {
         guard (1...128).contains(ipv6Prefix) else {
             throw ValidationError("invalid --ipv6-prefix '\(ipv6Prefix)': must be from 1 to 128")
         }
+        try store.validate()
+        if store.rateLimitStore != nil && rateLimit.limit == nil && bulk.limits == nil {
+            throw ValidationError("--rate-limit-store keeps the budgets of checks and bulk sweeps: with --rate-limit off and --no-bulk there are none")
+        }
     }
 
     func run() async throws {
         let registry = bootstrapLogsAndMetrics()
         let notes = Logger(label: "portsweep.serve")
-        let configuration = checkConfiguration()
+        var configuration = checkConfiguration()
         let group = try LocalResources.loops()
         defer { group.shutdown() }
+        configuration.sharedStore = try await store.resolve(on: group.loops[0])
         // Armed before the server exists: a SIGTERM from here on is a drain, never a half-started exit.
         let signals = await SignalWatch.watch([SIGINT, SIGTERM], on: group.loops[0])
         defer { signals.stop() }
         let service = CheckService(configuration, group: group, accessLog: Logger(label: "portsweep.serve.access"),
-                                   metricsText: { registry.emitToBuffer() })
+                                   metricsText: { ServeMetricsHelp.annotate(registry.emitToBuffer()) })
         let server = try await startServer(on: group.loops[0]) { await service.handle($0) }
         notes.info("serving /check_port\(configuration.bulk == nil ? "" : " and /sweep") on \(server.localAddress)")
         // Served until a signal; then the drain ends when the last check in flight has its answer.
         let serving = HTTPServerService(server, drainWithin: configuration.probeTimeout + .seconds(2))
-        _ = try await Lifecycle.run([serving], signals: signals) { signal in
-            notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+        if let shared = configuration.sharedStore { notes.info("budgets shared through \(shared.description), keys \(shared.keyPrefix)*") }
+        do {
+            _ = try await Lifecycle.run([serving], signals: signals) { signal in
+                notes.info("stopping (\(signal == SIGINT ? "SIGINT" : "SIGTERM")), draining checks in flight")
+            }
+        } catch {
+            await service.shutdown()
+            throw error
         }
+        await service.shutdown()
     }
 
     /// The access log goes to stdout (JSON Lines with --format json), notes to stderr; metrics to Prometheus.
@@ -206,5 +221,68 @@ struct BulkOptions: ParsableArguments {
         limits.probesPerSecond = bulkProbesPerSecond
         limits.apiKey = resolvedKey
         return limits
+    }
+}
+
+/// `--rate-limit-store` and what goes with it. The password comes from a file or the environment only.
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Keep the check and bulk budgets in Redis, shared by every instance naming the same store and --redis-key-prefix; while Redis cannot be reached each instance limits on its own (logged, portsweep_rate_limit_store_up).", valueName: "redis://HOST[:PORT]"),
+            transform: RedisURL.parse)
+    var rateLimitStore: RedisURL?
+
+    @Option(name: .long, help: ArgumentHelp("Redis AUTH password: the first line of FILE (default: $PORTSWEEP_REDIS_PASSWORD when set).", valueName: "FILE"))
+    var redisPasswordFile: String?
+
+    @Option(name: .long, help: ArgumentHelp("Start of every Redis key of this service.", valueName: "PREFIX"))
+    var redisKeyPrefix = "portsweep:"
+
+    @Option(name: .long, help: ArgumentHelp("Deadline of each Redis command, in seconds; past it the decision is this instance's own. (default: 0.25)", valueName: "SECONDS"),
+            transform: Seconds.parse)
+    var redisTimeout = Seconds(0.25)
+
+    func validate() throws {
+        guard rateLimitStore != nil else {
+            if let redisPasswordFile { throw ValidationError("--redis-password-file \(redisPasswordFile) has no use without --rate-limit-store") }
+            return
+        }
+        guard !redisKeyPrefix.isEmpty, redisKeyPrefix.utf8.count <= 64, !redisKeyPrefix.contains(where: { $0.isWhitespace }) else {
+            throw ValidationError("invalid --redis-key-prefix '\(redisKeyPrefix)': 1 to 64 characters, no spaces")
+        }
+        guard redisTimeout.value <= 10 else {
+            throw ValidationError("invalid --redis-timeout '\(SweepCommand.text(redisTimeout.value))': must be more than 0 and at most 10 seconds")
+        }
+        _ = try password()
+    }
+
+    /// The file's first line, or the environment's value; nil for none.
+    func password() throws -> String? {
+        if let redisPasswordFile {
+            guard let text = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8) else {
+                throw ValidationError("cannot read --redis-password-file '\(redisPasswordFile)'")
+            }
+            guard let line = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init), !line.isEmpty else {
+                throw ValidationError("--redis-password-file '\(redisPasswordFile)' is empty")
+            }
+            return line.hasSuffix("\r") ? String(line.dropLast()) : line
+        }
+        if let value = ProcessInfo.processInfo.environment["PORTSWEEP_REDIS_PASSWORD"], !value.isEmpty { return value }
+        return nil
+    }
+
+    /// The store with its address: a name is resolved here (hiredis would block the loop on getaddrinfo). A name
+    /// that does not resolve is bad input (64), a resolver that cannot be reached a local error (2).
+    func resolve(on loop: EventLoop) async throws -> SharedBudgetStore? {
+        guard let url = rateLimitStore else { return nil }
+        let address: IPAddress
+        do {
+            address = try await url.host.resolve(family: nil, on: loop)
+        } catch let failure as Resolver.Failure {
+            Terminal.error("portsweep: --rate-limit-store \(failure)\n")
+            throw ExitCode(failure.isLocal ? ExitStatus.localError : ExitStatus.usage)
+        }
+        var store = SharedBudgetStore(host: address, port: Int(url.port), password: try password())
+        store.keyPrefix = redisKeyPrefix
+        store.timeout = redisTimeout.duration
+        return store
     }
 }

@@ -30,15 +30,19 @@ final class BulkSweep: Sendable {
     let limits: BulkLimits
     private let group: EventLoopGroup
     private let budget: TestBudget
+    private let shared: SharedBudgets?
+    private let grouping: ClientGrouping
     private let rate: PortsweepEngine.RateLimit
     private let running = Mutex(0)
     private let inFlight = Gauge(label: "portsweep_bulk_sweeps_in_progress")
     private let probed = [Transport.tcp: Counter(label: "portsweep_bulk_probes_total", dimensions: [("protocol", "tcp")]),
                           Transport.udp: Counter(label: "portsweep_bulk_probes_total", dimensions: [("protocol", "udp")])]
 
-    init(_ limits: BulkLimits, group: EventLoopGroup, grouping: ClientGrouping, clients: Int) {
+    init(_ limits: BulkLimits, group: EventLoopGroup, grouping: ClientGrouping, clients: Int, shared: SharedBudgets? = nil) {
         self.limits = limits
         self.group = group
+        self.shared = shared
+        self.grouping = grouping
         budget = TestBudget(perHour: limits.testsPerHour, grouping: grouping, capacity: clients)
         rate = PortsweepEngine.RateLimit(perSecond: Double(max(1, limits.probesPerSecond)))
         // The limits themselves, so that a dashboard can show how close the service runs to them.
@@ -53,7 +57,7 @@ final class BulkSweep: Sendable {
 
     /// The request checked in order: key, body, address, budget, room; then the stream.
     func handle(_ request: ServerRequest, client: Result<IPAddress, ClientAddress.Refusal>,
-                record: inout CheckService.AccessRecord) -> ServerResponse {
+                record: inout CheckService.AccessRecord) async -> ServerResponse {
         if let key = limits.apiKey {
             let given = request.head.headerFields[.authorization]
             guard given == "Bearer \(key)" else {
@@ -84,7 +88,8 @@ final class BulkSweep: Sendable {
         }
         record.protocol = spec.transports.map { $0.rawValue.lowercased() }.joined(separator: "+")
         record.result = "\(spec.tests) tests"
-        switch budget.take(spec.tests, for: ip) {
+        let (decision, inStore) = await take(spec.tests, for: ip)
+        switch decision {
         case .admitted: break
         case .wait(let wait):
             BulkSweep.refused("budget")
@@ -100,7 +105,7 @@ final class BulkSweep: Sendable {
             return count
         }
         guard let admitted else {
-            budget.refund(spec.tests, for: ip)
+            await refund(spec.tests, for: ip, inStore: inStore)
             BulkSweep.refused("busy")
             return Answer.error("Too many sweeps in progress", status: .serviceUnavailable, text: false,
                                 extraHeaders: [.retryAfter: "5"])
@@ -108,6 +113,25 @@ final class BulkSweep: Sendable {
         inFlight.record(admitted)
         // The lines come in runs, each run one chunk (`jsonLines` would add a newline per element).
         return .streaming(headers: [.contentType: "application/x-ndjson", .cacheControl: "no-store"], stream(spec, to: ip))
+    }
+
+    /// The budget in the shared store, or this process's (without one, or while it cannot decide). A request
+    /// larger than the whole budget is refused here, before any store is asked.
+    /// Also whether the store decided (a refund goes back where the tests were taken).
+    private func take(_ tests: Int, for ip: IPAddress) async -> (TestBudget.Decision, Bool) {
+        guard tests <= limits.testsPerHour else { return (.tooLarge(most: limits.testsPerHour), false) }
+        if let shared, let decision = await shared.take(tests, for: ip, perHour: limits.testsPerHour, grouping: grouping) {
+            return (decision, true)
+        }
+        return (budget.take(tests, for: ip), false)
+    }
+
+    private func refund(_ tests: Int, for ip: IPAddress, inStore: Bool) async {
+        if let shared, inStore {
+            await shared.refund(tests, for: ip, perHour: limits.testsPerHour, grouping: grouping)
+        } else {
+            budget.refund(tests, for: ip)
+        }
     }
 
     /// Probes every test of `spec` with the sweep engine (outbound, to the caller's address, the probe line out

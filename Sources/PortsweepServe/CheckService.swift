@@ -21,6 +21,9 @@ public struct CheckConfiguration: Sendable {
     public var maxProbes: Int = 10_000
     /// `POST /sweep`, many ports in one request; nil: no such route (`--no-bulk`).
     public var bulk: BulkLimits? = BulkLimits()
+    /// Where the budgets live: nil, this process; a store, Redis shared with other instances (this process's
+    /// limiter deciding while Redis cannot).
+    public var sharedStore: SharedBudgetStore?
 
     public init() {}
 }
@@ -37,6 +40,7 @@ public final class CheckService: Sendable {
     private let metrics = ServeMetrics()
     private let metricsText: (@Sendable () -> [UInt8])?
     private let bulk: BulkSweep?
+    private let shared: SharedBudgets?
 
     /// `accessLog`: a line per request (time, client, port, protocol, status, duration). `metricsText`: the body
     /// of `GET /metrics` (Prometheus text), or nil for no such route.
@@ -46,12 +50,19 @@ public final class CheckService: Sendable {
         self.group = group
         self.accessLog = accessLog
         self.metricsText = metricsText
-        bulk = configuration.bulk.map {
-            BulkSweep($0, group: group, grouping: configuration.clientGrouping, clients: configuration.rateLimitClients)
+        shared = configuration.sharedStore.map { SharedBudgets($0, on: group.loops[0], logger: Logger(label: "portsweep.serve")) }
+        bulk = configuration.bulk.map { [shared] in
+            BulkSweep($0, group: group, grouping: configuration.clientGrouping, clients: configuration.rateLimitClients,
+                      shared: shared)
         }
         limiter = configuration.rateLimit.map {
             RateLimiter($0, grouping: configuration.clientGrouping, capacity: configuration.rateLimitClients)
         }
+    }
+
+    /// Closes the store's connection (its handle is on the group's first loop): before the group shuts down.
+    public func shutdown() async {
+        await shared?.close()
     }
 
     public func handle(_ request: ServerRequest) async -> ServerResponse {
@@ -96,13 +107,15 @@ public final class CheckService: Sendable {
         let query = target.query
         switch (request.head.method, target.path) {
         case (.get, "/"), (.head, "/"):
-            return FrontPage.response(client: client(of: request), budget: budget(for:))
+            let client = client(of: request)
+            let budget: FrontPage.Budget? = if case .success(let ip) = client { await budget(for: ip) } else { nil }
+            return FrontPage.response(client: client, budget: { _ in budget })
         case (.get, "/healthz"), (.head, "/healthz"):
             return ServerResponse(status: .ok, headers: [.contentType: "text/plain"], body: Array("ok\n".utf8))
         case (.get, "/check_port"), (.head, "/check_port"):
             return await check(query: query, request: request, record: &record)
         case (.post, "/sweep") where bulk != nil:
-            return bulk!.handle(request, client: client(of: request), record: &record)
+            return await bulk!.handle(request, client: client(of: request), record: &record)
         case (_, "/sweep") where bulk != nil:
             return Answer.error("Method not allowed: POST a sweep request", status: .methodNotAllowed, text: false)
         case (.get, "/metrics") where metricsText != nil, (.head, "/metrics") where metricsText != nil:
@@ -117,19 +130,39 @@ public final class CheckService: Sendable {
     }
 
     /// What the rate limit leaves `ip`: nil when there is no limit.
-    func budget(for ip: IPAddress) -> FrontPage.Budget? {
+    func budget(for ip: IPAddress) async -> FrontPage.Budget? {
         guard let limiter else { return nil }
-        return FrontPage.Budget(left: limiter.remaining(ip), rule: limiter.rule)
+        let shared = await shared?.remaining(ip, limit: limiter.rule, grouping: configuration.clientGrouping)
+        return FrontPage.Budget(left: shared ?? limiter.remaining(ip), rule: limiter.rule)
+    }
+
+    /// A check counted against `ip`'s budget: in the shared store, or (without one, or while it cannot decide)
+    /// in this process's limiter.
+    private func admit(_ ip: IPAddress, _ limiter: RateLimiter) async -> SharedBudgets.Admission {
+        if let shared, let admission = await shared.admit(ip, limit: limiter.rule, grouping: configuration.clientGrouping) {
+            return admission
+        }
+        if let wait = limiter.admit(ip) { return SharedBudgets.Admission(wait: wait, remaining: 0, ticket: nil) }
+        return SharedBudgets.Admission(wait: nil, remaining: limiter.remaining(ip), ticket: nil)
+    }
+
+    /// Takes back a check the server failed to make, where it was counted.
+    private func refund(_ ip: IPAddress, _ admission: SharedBudgets.Admission) async {
+        if let ticket = admission.ticket, let shared {
+            await shared.refund(ip, ticket: ticket, grouping: configuration.clientGrouping)
+        } else {
+            limiter?.refund(ip)
+        }
     }
 
     /// `RateLimit-Limit` / `RateLimit-Remaining` (the IETF httpapi draft's names) on every answer to a check that
     /// knows its caller: scripts and the front page see what is left without spending a check.
-    private func budgetHeaders(_ ip: IPAddress) -> HTTPFields {
+    private func budgetHeaders(remaining: Int) -> HTTPFields {
         guard let limiter else { return [:] }
         var fields = HTTPFields()
         fields[HTTPField.Name("RateLimit-Limit")!] = "\(limiter.rule.count)"
         fields[HTTPField.Name("RateLimit-Policy")!] = "\(limiter.rule.count);w=\(limiter.rule.window.components.seconds)"
-        fields[HTTPField.Name("RateLimit-Remaining")!] = "\(limiter.remaining(ip))"
+        fields[HTTPField.Name("RateLimit-Remaining")!] = "\(remaining)"
         return fields
     }
 
@@ -171,16 +204,23 @@ public final class CheckService: Sendable {
             return Answer.error(refusal.description, status: .badRequest, text: text)
         }
         record.client = ip
-        if let limiter, let wait = limiter.admit(ip) {
-            Counter(label: "portsweep_rate_limited_total").increment()
-            return Answer.tooMany(wait: wait, text: text, extraHeaders: budgetHeaders(ip))
+        var admission = SharedBudgets.Admission(wait: nil, remaining: 0, ticket: nil)
+        if let limiter {
+            admission = await admit(ip, limiter)
+            if let wait = admission.wait {
+                Counter(label: "portsweep_rate_limited_total").increment()
+                return Answer.tooMany(wait: wait, text: text, extraHeaders: budgetHeaders(remaining: 0))
+            }
         }
         let inFlight = probes.withLock { count -> Int? in
             guard count < configuration.maxProbes else { return nil }
             count += 1
             return count
         }
-        guard let inFlight else { return Answer.error("Too many checks in progress", status: .serviceUnavailable, text: text) }
+        guard let inFlight else {
+            await refund(ip, admission)
+            return Answer.error("Too many checks in progress", status: .serviceUnavailable, text: text)
+        }
         metrics.probesInFlight.record(inFlight)
         defer { metrics.probesInFlight.record(probes.withLock { count in count -= 1; return count }) }
         let target = SocketAddress(ip, port: UInt16(port))
@@ -194,7 +234,7 @@ public final class CheckService: Sendable {
             outcome = answered
         case .failure(let error):
             // Our trouble, not the caller's port: say so, and do not count it against the caller's limit.
-            limiter?.refund(ip)
+            await refund(ip, admission)
             Counter(label: "portsweep_probe_local_errors_total", dimensions: [("error", error.name)]).increment()
             return Answer.error("The server could not probe your port (\(error.name) on the server); try again later",
                                 status: .serviceUnavailable, text: text, extraHeaders: [.retryAfter: "5"])
@@ -204,7 +244,7 @@ public final class CheckService: Sendable {
         var fields: [(String, String?)] = [("you_ip", "\(ip)"), ("scan_port", "\(port)"), ("scan_protocol", proto),
                                            ("port_status", outcome.status), ("received_data", outcome.received)]
         if let confirmation { fields.append(("confirmation_data", confirmation)) }
-        return Answer.fields(fields, status: .ok, text: text, extraHeaders: budgetHeaders(ip))
+        return Answer.fields(fields, status: .ok, text: text, extraHeaders: budgetHeaders(remaining: admission.remaining))
     }
 }
 

@@ -81,6 +81,8 @@ public final class RedisClient: @unchecked Sendable {
 
     // Loop thread only.
     private var state: State = .idle(reason: "not connected yet")
+    /// Why the last connection ended or failed: what a command made while connecting again is told.
+    private var lastFailure: String?
     private var pending: [Int: CheckedContinuation<RedisReply, any Error>] = [:]
     /// Deadlines in the order commands were sent (all have the same timeout): the head is the soonest.
     private var deadlines: [(id: Int, at: UInt64)] = []
@@ -222,6 +224,7 @@ public final class RedisClient: @unchecked Sendable {
     private func becomeIdle(_ reason: String) {
         let wasReady = if case .ready = state { true } else { false }
         state = .idle(reason: reason)
+        lastFailure = reason
         if wasReady { onAvailability(false, reason) }
         reconnect?.start(after: options.reconnectDelay)
     }
@@ -250,7 +253,7 @@ public final class RedisClient: @unchecked Sendable {
         guard case .ready(let context) = state else {
             let why = switch state {
             case .idle(let reason): reason
-            case .connecting: "connecting"
+            case .connecting: lastFailure ?? "connecting"
             case .closed: "closed"
             case .ready: ""
             }

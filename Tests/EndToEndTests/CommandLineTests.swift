@@ -12,7 +12,7 @@ extension EndToEnd {
         (["--timeout", "-1"], "-1"),
         (["--timeout", "abc"], "abc"),
         (["--target", "999.1.1.1"], "999.1.1.1"),
-        (["--bind", "::1"], "::1"),
+        (["--bind", "::1", "--target", "127.0.0.1"], "::1"),
         (["--concurrency", "0"], "0"),
         (["--test-single-port", "65536"], "65536"),
         (["--format", "xml"], "xml"),

@@ -66,7 +66,8 @@ struct RedisClientTests {
 
     @Test func noServerFailsAtOnceAndKeepsTrying() async throws {
         let port = try RedisServer.freePort()
-        try await Self.withClient(port: port) { client, events in
+        // A long deadline: failing "at once" means well before it, however busy the machine.
+        try await Self.withClient(port: port, timeout: .seconds(20)) { client, events in
             let start = ContinuousClock.now
             for _ in 0..<3 {
                 do {
@@ -76,7 +77,7 @@ struct RedisClientTests {
                     if case .unavailable = error {} else { Issue.record("\(error)") }
                 }
             }
-            #expect(ContinuousClock.now - start < .milliseconds(200))
+            #expect(ContinuousClock.now - start < .seconds(10))
             // The server comes: the client finds it without being told.
             let server = try RedisServer(port: port)
             try await Self.ready(client)
@@ -94,7 +95,7 @@ struct RedisClientTests {
             let start = ContinuousClock.now
             await #expect(throws: RedisError.timedOut) { try await client.command(["PING"]) }
             let waited = ContinuousClock.now - start
-            #expect(waited >= .milliseconds(190) && waited < .seconds(2), "\(waited)")
+            #expect(waited >= .milliseconds(190) && waited < .seconds(10), "\(waited)")
             // Dropped: the next command fails at once instead of queueing behind the stuck one.
             await #expect(throws: RedisError.self) { try await client.command(["PING"]) }
             server.signal(SIGCONT)
