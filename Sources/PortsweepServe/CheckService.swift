@@ -60,6 +60,11 @@ public final class CheckService: Sendable {
         }
     }
 
+    /// Whether the shared store decides now (false without one): for a caller that must wait for it.
+    public var sharedStoreReady: Bool {
+        get async { await shared?.isReady ?? false }
+    }
+
     /// Closes the store's connection (its handle is on the group's first loop): before the group shuts down.
     public func shutdown() async {
         await shared?.close()

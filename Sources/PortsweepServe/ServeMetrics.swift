@@ -52,6 +52,7 @@ public enum ServeMetricsHelp {
         "portsweep_http_requests_total": "HTTP requests answered, by status code.",
         "portsweep_probe_local_errors_total": "Checks this server could not make (its own trouble), by error.",
         "portsweep_probes_in_flight": "Checks being probed now.",
+        "portsweep_ports_tested_total": "Port tests the sweep engine decided (bulk sweeps), by protocol and result.",
         "portsweep_rate_limit_clients": "Client addresses the local rate limiter remembers.",
         "portsweep_rate_limit_evictions_total": "Clients the local rate limiter forgot to make room.",
         "portsweep_rate_limit_store_fallbacks_total": "Budget decisions made locally because the shared store could not decide.",

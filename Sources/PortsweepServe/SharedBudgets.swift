@@ -79,6 +79,8 @@ final class SharedBudgets: Sendable {
 
     func close() async { await client.close() }
 
+    var isReady: Bool { get async { await client.isReady } }
+
     private func key(_ kind: String, _ client: IPAddress) -> String { "\(store.keyPrefix)\(kind):\(client)" }
 
     /// Runs one script; nil when Redis could not decide (and the caller decides locally).

@@ -28,7 +28,7 @@ import Testing
         guard Self.installed(Self.binary) else { return }
         let ldd = try Portsweep.shell(["/usr/bin/ldd", Self.binary])
         #expect(!ldd.contains("libswift") && !ldd.contains("Foundation"), "\(ldd)")
-        #expect(ldd.contains("libuv.so.1") && ldd.contains("libhttp_parser.so.2.9"), "\(ldd)")
+        #expect(ldd.contains("libuv.so.1") && ldd.contains("libhttp_parser.so.2.9") && ldd.contains("libhiredis.so.0.14"), "\(ldd)")
         guard Portsweep.canMakeNamespaces else { return }
         // The toolchain's runtime directory hidden under an empty tmpfs, in a namespace with nothing but loopback.
         let runtime = try Self.toolchainRuntimeDirectory()

@@ -24,11 +24,15 @@ import Testing
             check() { curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$1/check_port?port=1&protocol=tcp"; }
             redis
             for port in 8001 8002; do
-                \(Portsweep.binary) serve --listen 127.0.0.1:$port --rate-limit-store redis://127.0.0.1:6379 --redis-timeout 0.5 >/dev/null 2>serve-$port.log &
+                \(Portsweep.binary) serve --listen 127.0.0.1:$port --rate-limit-store redis://127.0.0.1:6379 --redis-timeout 0.5 --bulk-tests-per-hour 10 >/dev/null 2>serve-$port.log &
                 pids="$pids $!"
             done
             until_ "8001 shared" up 8001 1.0; until_ "8002 shared" up 8002 1.0
             echo "shared: $(check 8001)$(check 8001)$(check 8001)$(check 8001)$(check 8002)$(check 8002)$(check 8002)$(check 8002)"
+            # Bulk sweeps: 6 port tests of a budget of 10 an hour on one instance leave 4 for the other.
+            bulk() { curl -s -o /dev/null -w '%{http_code} ' -X POST -H 'Content-Type: application/json' \\
+                -d '{"ports": "1-3", "protocols": ["tcp", "udp"], "timeout_ms": 200, "token": "abcdefgh"}' "http://127.0.0.1:$1/sweep"; }
+            echo "bulk: $(bulk 8001)$(bulk 8002)"
             for port in 8001 8002; do curl -s "http://127.0.0.1:$port/metrics" | \(Self.promtool) check metrics && echo "promtool $port ok"; done
             kill -9 $rpid; wait $rpid 2>/dev/null
             until_ "8001 local" up 8001 0.0; until_ "8002 local" up 8002 0.0
@@ -45,6 +49,7 @@ import Testing
         #expect(lines == [
             // One budget of 4 over both instances.
             "shared: 200 200 200 200 429 429 429 429 ",
+            "bulk: 200 429 ",
             "promtool 8001 ok", "promtool 8002 ok",
             // Redis gone: each instance answers under its own limiter (4 each, fresh).
             "local: 200 200 200 200 429 200 ",

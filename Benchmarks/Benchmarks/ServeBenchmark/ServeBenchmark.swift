@@ -1,3 +1,4 @@
+import Foundation
 import Benchmark
 import LoadTools
 import PortsweepEngine
@@ -36,6 +37,66 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.measurement(checksPerSecond, Int(result.requestsPerSecond))
         await open.stop()
         await fixture.stop()
+    }
+
+    // The store's cost per check: 100 client addresses (X-Forwarded-For 198.18.0.1 to 198.18.0.100 from the trusted
+    // 127.0.0.1; the namespace's loopback answers for all of 198.18.0.0/24, so each check probes a port that
+    // listens on 0.0.0.0), a budget none of them spends, the budgets in memory against the same in a real
+    // redis-server (Debian's), in one run. (Loopback itself is refused from X-Forwarded-For.)
+    let aHundredClients = """
+        local n = 0
+        request = function()
+          n = n + 1
+          return wrk.format("GET", nil, {["X-Forwarded-For"] = "198.18.0." .. (n % 100 + 1)})
+        end
+        """
+    for store in ["in_memory", "in_Redis"] {
+        Benchmark("serve:_check_port_from_100_client_addresses,_wrk_100_connections,_budgets_\(store)",
+                  configuration: .init(metrics: [checksPerSecond], units: [checksPerSecond: .count], warmupIterations: 0,
+                                       maxDuration: .seconds(60), maxIterations: 3,
+                                       skip: !Wrk.isInstalled || !Namespace.isPrivate
+                                           || (store == "in_Redis" && Tool.find("redis-server") == nil)).withTolerances) { benchmark in
+            try await Namespace.withLocalRoute("198.18.0.0/24")
+            var redis: Process?
+            var shared: SharedBudgetStore?
+            if store == "in_Redis" {
+                let port = FreePort.tcp()
+                redis = try await Tool.start(path: Tool.find("redis-server")!.path,
+                                             ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                             until: "Ready to accept connections")
+                shared = SharedBudgetStore(host: .loopbackV4, port: Int(port))
+            }
+            var configuration = CheckConfiguration()
+            configuration.rateLimit = RateLimit(count: 1_000_000_000, window: .seconds(60))
+            configuration.trustedProxies = [CIDR("127.0.0.1/32")!]
+            configuration.sharedStore = shared
+            let fixture = try await ServeFixture.start(group: group, configuration)
+            if shared != nil {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while await !fixture.service.sharedStoreReady, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+                let ready = await fixture.service.sharedStoreReady
+                precondition(ready, "the Redis store is not ready")
+            }
+            let open = try await OpenPort.start(group: group, bind: .anyV4)
+            let target = "/check_port?port=\(open.port)&protocol=tcp"
+            let result = try await Wrk.run(url: "http://\(fixture.address)\(target)", connections: 100, seconds: 5,
+                                           script: aHundredClients)
+            precondition(result.non2xx == 0, "\(result.non2xx) answers were not 200")
+            benchmark.measurement(checksPerSecond, Int(result.requestsPerSecond))
+            if let shared {
+                // Every client's budget is in Redis: the checks were decided there, not by the fallback.
+                let keys = try await Tool.run("redis-cli", ["-p", "\(shared.port)", "--raw", "dbsize"])
+                precondition(keys.trimmingCharacters(in: .whitespacesAndNewlines) == "100", "Redis holds \(keys) keys, not 100")
+            }
+            await open.stop()
+            await fixture.stop()
+            // SIGKILL: a child of Foundation's Process can start with SIGTERM blocked (the mask is inherited), and
+            // nothing of this Redis is worth a clean shutdown.
+            if let redis {
+                kill(redis.processIdentifier, SIGKILL)
+                redis.waitUntilExit()
+            }
+        }
     }
 
     let timeout = Duration.seconds(1)
@@ -88,22 +149,28 @@ let benchmarks: @Sendable () -> Void = {
 struct ServeFixture: Sendable {
     let address: SocketAddress
     let server: HTTPServer
+    let service: CheckService
 
     static func start(group: EventLoopGroup, probeTimeout: Duration) async throws -> ServeFixture {
         var configuration = CheckConfiguration()
         configuration.rateLimit = nil
         configuration.probeTimeout = probeTimeout
+        return try await start(group: group, configuration)
+    }
+
+    static func start(group: EventLoopGroup, _ configuration: CheckConfiguration) async throws -> ServeFixture {
         let service = CheckService(configuration, group: group)
         var limits = ConnectionLimits()
         limits.minRate = 0
         let server = try await HTTPServer(on: SocketAddress(.loopbackV4, port: 0), loop: group.loops[0], limits: limits) {
             request in await service.handle(request)
         }
-        return ServeFixture(address: server.localAddress, server: server)
+        return ServeFixture(address: server.localAddress, server: server, service: service)
     }
 
     func stop() async {
         await server.stop()
+        await service.shutdown()
     }
 }
 
@@ -113,12 +180,12 @@ struct OpenPort: Sendable {
     let listener: Listen
     let draining: Task<Void, Never>
 
-    static func start(group: EventLoopGroup) async throws -> OpenPort {
+    static func start(group: EventLoopGroup, bind: IPAddress = .loopbackV4) async throws -> OpenPort {
         let port = FreePort.tcp()
         var limits = ListenLimits()
         limits.connections.maxPerPort = 100_000
         limits.connections.maxConnections = 100_000
-        let listener = Listen(ListenConfiguration(ports: PortSet([port]), bind: .loopbackV4, transports: [.tcp],
+        let listener = Listen(ListenConfiguration(ports: PortSet([port]), bind: bind, transports: [.tcp],
                                                   reply: .silent, limits: limits), group: group, descriptors: .current())
         _ = try await listener.start()
         // The events must be read, or they pile up for the whole run.

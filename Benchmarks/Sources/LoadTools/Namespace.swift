@@ -12,6 +12,15 @@ public enum Namespace {
         return interfaces == ["lo"]
     }
 
+    /// Makes every address of `prefix` this namespace's own (a local route on loopback, the way 127/8 is), once.
+    public static func withLocalRoute(_ prefix: String) async throws {
+        precondition(isPrivate, "routes only in a namespace of our own")
+        let routes = try await Tool.run("ip", ["route", "show", "table", "local"])
+        if !routes.contains("local \(prefix) dev lo") {
+            try await Tool.run("ip", ["route", "add", "local", prefix, "dev", "lo"])
+        }
+    }
+
     /// Runs `body` while TCP segments to `port` are dropped on input (a Filtered port), in this namespace only;
     /// the rule is gone afterwards, whatever `body` did: benchmarks run after this one sweep every port of the
     /// same namespace (a rule left behind made their port FAIL).

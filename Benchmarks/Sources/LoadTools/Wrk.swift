@@ -26,8 +26,19 @@ public enum LoadToolError: Error, CustomStringConvertible {
 public enum Wrk {
     public static var isInstalled: Bool { Tool.find("wrk") != nil }
 
-    public static func run(url: String, threads: Int = 2, connections: Int = 100, seconds: Int = 5) async throws -> WrkResult {
-        let output = try await Tool.run("wrk", ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", url])
+    /// `script`: Lua for wrk's `-s` (a `request` function, say), written to a temporary file for the run.
+    public static func run(url: String, threads: Int = 2, connections: Int = 100, seconds: Int = 5,
+                           script: String? = nil) async throws -> WrkResult {
+        var arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s"]
+        var file: URL?
+        if let script {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("wrk-\(UUID().uuidString).lua")
+            try script.write(to: path, atomically: true, encoding: .utf8)
+            arguments += ["-s", path.path]
+            file = path
+        }
+        defer { if let file { try? FileManager.default.removeItem(at: file) } }
+        let output = try await Tool.run("wrk", arguments + [url])
         return try parse(output)
     }
 
