@@ -3,7 +3,7 @@ import Testing
 
 /// A real browser for the pages: Debian's chromium, headless, driven through Selenium (Debian's
 /// python3-selenium and chromium-driver; nothing is downloaded). A test hands in the Python body of a session
-/// (`driver`, `By`, `ActionChains`, `WebDriverWait` and `shot(name)` in scope; it fills the dict `result`) and gets
+/// (`driver`, `By`, `ActionChains`, `WebDriverWait`, `shot(name)` and `texts(selector)` in scope; it fills the dict `result`) and gets
 /// `result` back as JSON. Screenshots go to `Browser.screenshots` (docs/ has one of each page, copied from there).
 enum Browser {
     static let python = "/usr/bin/python3"
@@ -29,6 +29,14 @@ enum Browser {
         shots = sys.argv[1]
         def shot(name):
             driver.save_screenshot(shots + "/" + name + ".png")
+        def texts(selector, shown_only=False):
+            # Read in one script: a live page redraws its tables and log on each update, so elements found
+            # first and read one by one after could be gone by then (StaleElementReferenceException). Spaces
+            # are collapsed as Selenium's .text does (a table row's cells are tab-separated in innerText).
+            return driver.execute_script("return [...document.querySelectorAll(arguments[0])]"
+                                         + ".filter(e => !arguments[1] || e.offsetParent !== null)"
+                                         + ".map(e => e.innerText.replace(/\\s+/g, ' ').trim())",
+                                         selector, shown_only)
         def cell_offset(canvas, port):
             # Selenium offsets are from the element's centre; a cell is canvas width / 256 wide.
             size = canvas.size

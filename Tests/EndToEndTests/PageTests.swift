@@ -166,7 +166,7 @@ struct PageTests {
             result["updates"] = driver.execute_script("return window.portsweep.updates")
             result["cells"] = cells([["TCP", 2000, "PASS"], ["TCP", 2120, "FAIL"], ["TCP", 2299, "PASS"],
                                      ["UDP", 2120, "PASS"], ["UDP", 2230, "SEND"], ["TCP", 80, "untested"]])
-            result["counts"] = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#counts tbody tr")]
+            result["counts"] = texts("#counts tbody tr")
             result["progress"] = driver.find_element(By.ID, "progress").text
             result["summary"] = driver.find_element(By.ID, "summary").text
             fetch = "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.text()).then(done, e => done(String(e)))"
@@ -244,16 +244,21 @@ struct PageTests {
             udp.sendto(b"hello\\n", ("127.0.0.1", 4005))
             WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "connections").text == "1" and d.find_element(By.ID, "datagrams").text == "1")
             WebDriverWait(driver, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log .line")) >= 3)
-            result["lines"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#log .line")]
+            result["lines"] = texts("#log .line")
             result["last_client"] = driver.find_element(By.ID, "last-client").text
-            result["busiest"] = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#busiest tbody tr")]
+            result["busiest"] = texts("#busiest tbody tr")
             result["cells"] = cells([["TCP", 4003, "hit recently"], ["TCP", 4000, "listening"], ["UDP", 4005, "hit recently"],
                                      ["UDP", 4009, "listening"], ["TCP", 4010, "untested"]])
             shot("listen")
+            # The log is drawn again on each switch: read once the page shows what was asked.
+            def shown():
+                return texts("#log .line", True)
             driver.find_element(By.ID, "filter").send_keys("4005")
-            result["filtered"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#log .line") if e.is_displayed()]
+            WebDriverWait(driver, 10).until(lambda d: len(shown()) == 1)
+            result["filtered"] = shown()
             driver.find_element(By.ID, "timestamps").click()
-            result["untimed"] = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#log .line") if e.is_displayed()]
+            WebDriverWait(driver, 10).until(lambda d: all(line.startswith("UDP") for line in shown()))
+            result["untimed"] = shown()
             driver.find_element(By.ID, "stop").click()
             WebDriverWait(driver, 10).until(lambda d: d.execute_script("return window.portsweep.last.phase") == "stopped")
             try:
