@@ -55,13 +55,13 @@ extension EndToEnd {
         // One port dropped, timeout 1 s: the sweep runs for a second with the bar up, and the first group is
         // known (and printed) while it is.
         try TestNetwork.with(.loopback) { network in
-            try network.firewall(["tcp dport 40050 drop"])
-            let run = try Portsweep.run(["sweep", "--ports", "40000-40099", "--tcp-only", "--timeout", "1"],
+            try network.firewall(["tcp dport 20050 drop"])
+            let run = try Portsweep.run(["sweep", "--ports", "20000-20099", "--tcp-only", "--timeout", "1"],
                                         netns: network.near, wrapper: Pty.launcher)
             #expect(run.status == 1)
             let screen = run.stdout
             #expect(screen.contains("ports/s ETA"), "no progress bar on a terminal: \(screen)")
-            for line in ["[PASS] 40000-40049", "[FAIL] 40050", "[PASS] 40051-40099", "portsweep: 100 ports in"] {
+            for line in ["[PASS] 20000-20049", "[FAIL] 20050", "[PASS] 20051-20099", "portsweep: 100 ports in"] {
                 #expect(Pty.startsALine(line, in: screen), "\(line) does not start a line: \(screen.debugDescription)")
             }
         }
@@ -75,8 +75,8 @@ extension EndToEnd {
         // 99 ports pass in a moment; one dropped port waits out its 3 s timeout. The time left is that wait,
         // not the 99 fast ports' pace.
         try TestNetwork.with(.loopback) { network in
-            try network.firewall(["tcp dport 40050 drop", "udp dport 40050 drop"])
-            let run = try Portsweep.run(["sweep", "--ports", "40000-40099", "--timeout", "3"],
+            try network.firewall(["tcp dport 20050 drop", "udp dport 20050 drop"])
+            let run = try Portsweep.run(["sweep", "--ports", "20000-20099", "--timeout", "3"],
                                         netns: network.near, wrapper: Pty.launcher)
             let screen = run.stdout
             #expect(screen.contains("99/100 ports"), "progress counts ports, not tests: \(screen.suffix(400))")

@@ -81,12 +81,12 @@ extension EndToEnd {
     @Test(.enabled(if: Portsweep.canMakeNamespaces && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft"), "needs root and nft"))
     func aDroppedTCPPortIsFiltered() throws {
         try TestNetwork.with(.loopback) { network in
-            try network.firewall(["tcp dport 45000 drop"])
+            try network.firewall(["tcp dport 25000 drop"])
             let server = try ServeProcess(["--timeout", "1"], launcher: ["/usr/sbin/ip", "netns", "exec", network.near])
             #expect(server.ready())
             let start = ContinuousClock.now
             let answer = try Portsweep.shell(["/usr/sbin/ip", "netns", "exec", network.near, "/usr/bin/curl", "-sS",
-                                              "\(server.url)/check_port?port=45000&protocol=tcp&format=text"])
+                                              "\(server.url)/check_port?port=25000&protocol=tcp&format=text"])
             #expect(answer.contains("port_status: Filtered\n"), "\(answer)")
             #expect(ContinuousClock.now - start < .seconds(3))
             #expect(server.stop() == 0)
@@ -98,7 +98,7 @@ extension EndToEnd {
         // The server's own firewall refuses its UDP probe (sendmsg fails with EPERM): that is the server's
         // problem, not the caller's port, and the caller's rate limit is not charged for it.
         try TestNetwork.with(.loopback) { network in
-            try network.firewall(["udp dport 45001 drop"], hook: "output")
+            try network.firewall(["udp dport 25001 drop"], hook: "output")
             let server = try ServeProcess(["--timeout", "1", "--rate-limit", "1/60"],
                                           launcher: ["/usr/sbin/ip", "netns", "exec", network.near])
             #expect(server.ready())
@@ -106,7 +106,7 @@ extension EndToEnd {
                 try Portsweep.shell(["/usr/sbin/ip", "netns", "exec", network.near, "/usr/bin/curl", "-sS", "-i",
                                      "\(server.url)/check_port?\(query)"])
             }
-            let refused = try check("port=45001&protocol=udp")
+            let refused = try check("port=25001&protocol=udp")
             #expect(refused.hasPrefix("HTTP/1.1 503"), "\(refused)")
             #expect(refused.contains("\"error\": \"The server could not probe your port (EPERM on the server); try again later\""), "\(refused)")
             #expect(refused.contains("Retry-After: 5"), "\(refused)")
