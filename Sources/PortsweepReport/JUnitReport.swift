@@ -69,20 +69,5 @@ public struct JUnitReport {
 
     /// Text for XML content and attributes: the five entities, and no character XML 1.0 forbids (a holder's
     /// name is whatever a process called itself).
-    public static func escape(_ text: String) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
-            default:
-                if scalar.value < 0x20 || (0xFFFE...0xFFFF).contains(scalar.value) { out += "\u{FFFD}" } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out
-    }
+    public static func escape(_ text: String) -> String { Markup.escape(text, xml: true) }
 }

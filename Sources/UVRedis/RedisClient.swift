@@ -151,8 +151,6 @@ public final class RedisClient: @unchecked Sendable {
         }
     }
 
-    private var millisecondsNow: UInt64 { loop.now }
-
     private func connect() {
         guard case .idle = state else { return }
         guard let context = redisAsyncConnect("\(options.host)", Int32(options.port)) else {
@@ -177,7 +175,7 @@ public final class RedisClient: @unchecked Sendable {
         redisAsyncSetDisconnectCallback(context) { context, status in
             RedisClient.of(context)?.disconnected(UnsafeMutablePointer(mutating: context!))
         }
-        state = .connecting(context, deadline: millisecondsNow + options.connectTimeout.milliseconds)
+        state = .connecting(context, deadline: loop.now + options.connectTimeout.milliseconds)
     }
 
     private static func of(_ context: UnsafePointer<redisAsyncContext>?) -> RedisClient? {
@@ -281,7 +279,7 @@ public final class RedisClient: @unchecked Sendable {
             RedisClient.of(context)?.replied(Int(bitPattern: id), reply?.assumingMemoryBound(to: redisReply.self))
         }, UnsafeMutableRawPointer(bitPattern: id), Int32(words.count), &argv, &lengths)
         guard rc == REDIS_OK else { return 0 }
-        deadlines.append((id, millisecondsNow + options.commandTimeout.milliseconds))
+        deadlines.append((id, loop.now + options.commandTimeout.milliseconds))
         return id
     }
 
@@ -321,7 +319,7 @@ public final class RedisClient: @unchecked Sendable {
     /// The deadlines: the connect's, and the oldest waiting command's (commands are answered in order, so the
     /// first past its deadline means the connection is stuck).
     private func tick() {
-        let now = millisecondsNow
+        let now = loop.now
         if case .connecting(_, let deadline) = state, now >= deadline {
             drop(authID != 0 ? "no answer to AUTH in time" : "no connection within \(options.connectTimeout)")
         }
@@ -339,12 +337,5 @@ public final class RedisClient: @unchecked Sendable {
             deadlines.removeFirst(head)
             head = 0
         }
-    }
-}
-
-extension Duration {
-    fileprivate var milliseconds: UInt64 {
-        let (seconds, atto) = components
-        return UInt64(max(0, seconds)) * 1000 + UInt64(max(0, atto)) / 1_000_000_000_000_000
     }
 }
